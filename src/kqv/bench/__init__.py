@@ -1,0 +1,1 @@
+"""Benchmarks: each times kqv against a baseline measured in the same run."""

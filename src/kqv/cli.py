@@ -1,0 +1,59 @@
+"""The `kqv` command line: a table of command groups, each a module in kqv.commands.
+
+Every subcommand maps to plain library functions; the CLI only parses, prints and
+turns a `UserError` into one line on stderr with exit code 2.
+"""
+
+import argparse
+import importlib
+import sys
+
+from kqv import __version__
+from kqv.errors import UserError
+
+# name -> module in kqv.commands; each module has register(subparsers)
+COMMAND_GROUPS = {
+    "digits": "kqv.commands.digits",
+    "bench": "kqv.commands.bench",
+}
+
+EXAMPLES = """\
+examples:
+  kqv digits train                      # train the digits network on the embedded 8x8 digits
+  kqv digits train --data DIR --json    # MNIST-format IDX files; last stdout line is JSON
+  kqv bench digits                      # matrix-form backprop vs a per-sample loop
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2), not usage + error."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="kqv",
+        description="kqv: from neural networks to GPT, built from scratch and open to inspection.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"kqv {__version__}")
+    groups = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_GROUPS.values():
+        importlib.import_module(module).register(groups)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except UserError as exc:
+        print(f"kqv: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kqv: interrupted", file=sys.stderr)
+        return 130
+    return 0

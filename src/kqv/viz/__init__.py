@@ -1,0 +1,1 @@
+"""Pictures: PNG plots written with matplotlib's non-interactive backend."""
