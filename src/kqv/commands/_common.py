@@ -46,6 +46,18 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def add_group(groups, name: str, help: str, examples: str, metavar: str = "COMMAND"):
+    """A command group (`kqv digits`, `kqv bench`): its --help lists subcommands and examples."""
+    parser = groups.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser.add_subparsers(dest=f"{name}_command", metavar=metavar, required=True)
+
+
 def add_command(groups, name: str, help: str, examples: str, run) -> argparse.ArgumentParser:
     """A subcommand whose --help ends with worked examples."""
     parser = groups.add_parser(

@@ -1,11 +1,16 @@
 """`kqv bench …`: speed measured against a baseline in the same run, reported as a ratio."""
 
-from kqv.commands._common import add_command, add_json_flag, emit_json, int_list, positive_int
+from kqv.commands._common import add_command, add_group, add_json_flag, emit_json, int_list, positive_int
 
 
 def register(groups) -> None:
-    bench = groups.add_parser("bench", help="benchmarks: kqv vs a reference measured in the same run")
-    sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    sub = add_group(
+        groups,
+        "bench",
+        "benchmarks: kqv against a reference measured in the same run, reported as ratios",
+        "  kqv bench digits --json\n",
+        metavar="BENCHMARK",
+    )
     digits = add_command(
         sub,
         "digits",

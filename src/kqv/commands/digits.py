@@ -7,6 +7,7 @@ import numpy as np
 
 from kqv.commands._common import (
     add_command,
+    add_group,
     add_json_flag,
     emit_json,
     int_list,
@@ -27,12 +28,13 @@ DATA_DEFAULTS = {
 
 
 def register(groups) -> None:
-    digits = groups.add_parser(
+    sub = add_group(
+        groups,
         "digits",
-        help="step 1: a NumPy network with hand-written backprop that learns handwritten digits",
-        description="Train, use and plot the NumPy digits network.",
+        "step 1: a NumPy network with hand-written backprop that learns handwritten digits",
+        "  kqv digits train && kqv digits plot runs/digits/model.safetensors\n"
+        "  kqv digits predict runs/digits/model.safetensors my-digit.png\n",
     )
-    sub = digits.add_subparsers(dest="digits_command", metavar="COMMAND", required=True)
 
     train = add_command(
         sub,
@@ -129,14 +131,16 @@ def run_train(args) -> None:
     )
     print(f"network: {sizes}, {args.cost} cost, {net.num_parameters:,} parameters; {hyper}")
 
-    bar = None
+    bar, smoothed = None, 0.0
 
     def on_batch(epoch: int, step: int, n_steps: int, cost: float) -> None:
-        nonlocal bar
+        nonlocal bar, smoothed
         if step == 1:
             bar = progress_bar(len(data.train.labels), f"epoch {epoch}/{args.epochs}", unit="img")
+            smoothed = cost
+        smoothed = 0.98 * smoothed + 0.02 * cost  # running mean of the batch costs
         bar.update(min(args.batch_size, len(data.train.labels) - (step - 1) * args.batch_size))
-        bar.set_postfix(cost=f"{cost:.4f}", refresh=False)
+        bar.set_postfix(cost=f"{smoothed:.4f}", refresh=False)
         if step == n_steps:
             bar.close()
 
