@@ -29,3 +29,11 @@ def test_truncated_or_garbage_file_is_a_clear_error(tmp_path, keep):
 def test_missing_file_says_how_to_make_one(tmp_path):
     with pytest.raises(UserError, match="kqv digits train"):
         load_network(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_survives_the_round_trip(tmp_path, dtype):
+    net = Network([6, 5, 3], seed=1, dtype=dtype)
+    loaded, _ = load_network(save_network(tmp_path / "m.safetensors", net))
+    assert loaded.dtype == dtype and all(w.dtype == dtype for w in loaded.weights)
+    np.testing.assert_array_equal(loaded.weights[0], net.weights[0])

@@ -70,6 +70,7 @@ class DigitsBench:
     sizes: list[int]
     images: int
     batch_size: int
+    dtype: str
     matrix_images_per_second: float
     textbook_images_per_second: float
     speedup: float
@@ -85,15 +86,16 @@ def bench_digits(
     cost: str = "cross-entropy",
     repeats: int = 3,
     seed: int = 0,
+    dtype: type = np.float32,
 ) -> DigitsBench:
-    """Time one epoch of each implementation over the same data; best of `repeats`."""
-    x = np.asarray(train.x, dtype=np.float64)
-    y = one_hot(train.labels, sizes[-1])
+    """Time one epoch of each implementation over the same data in the same dtype; best of `repeats`."""
+    x = np.asarray(train.x, dtype=dtype)
+    y = one_hot(train.labels, sizes[-1], dtype)
     order = np.random.default_rng(seed).permutation(len(x))
     best_matrix = best_textbook = float("inf")
     diff = 0.0
     for _ in range(repeats):
-        net = Network(sizes, cost=cost, seed=seed)
+        net = Network(sizes, cost=cost, seed=seed, dtype=dtype)
         ws = [w.copy() for w in net.weights]
         bs = [b.copy() for b in net.biases]
         t0 = time.perf_counter()
@@ -107,6 +109,7 @@ def bench_digits(
         sizes=list(sizes),
         images=len(x),
         batch_size=batch_size,
+        dtype=np.dtype(dtype).name,
         matrix_images_per_second=len(x) / best_matrix,
         textbook_images_per_second=len(x) / best_textbook,
         speedup=best_textbook / best_matrix,

@@ -25,11 +25,16 @@ def register(groups) -> None:
         "--batch-sizes", type=int_list, default=[10, 32, 128], help="mini-batch sizes to time (default 10,32,128)"
     )
     digits.add_argument("--limit", type=positive_int, help="time on the first N training images only")
+    digits.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float32", help="arithmetic of both (default float32)"
+    )
     digits.add_argument("--repeats", type=positive_int, default=3, help="best of N epochs (default 3)")
     add_json_flag(digits)
 
 
 def run_digits(args) -> None:
+    import numpy as np
+
     from kqv.bench.digits import as_dict, bench_digits, machine_info
     from kqv.data.digits import load_digits_data
     from kqv.scratch.train import Labeled
@@ -40,12 +45,12 @@ def run_digits(args) -> None:
         train = Labeled(train.x[: args.limit], train.labels[: args.limit])
     sizes = [data.num_inputs, *args.hidden, data.num_classes]
     info = machine_info()
-    print(f"digits SGD epoch, network {sizes}, {len(train.labels)} images from {data.source}")
+    print(f"digits SGD epoch, network {sizes}, {len(train.labels)} images from {data.source}, {args.dtype}")
     print(f"machine: {info}")
     print(f"{'batch':>6} {'matrix img/s':>14} {'per-sample img/s':>17} {'speedup':>8} {'max |Δw|':>9}")
     results = []
     for batch_size in args.batch_sizes:
-        r = bench_digits(train, sizes, batch_size=batch_size, repeats=args.repeats)
+        r = bench_digits(train, sizes, batch_size=batch_size, repeats=args.repeats, dtype=np.dtype(args.dtype))
         print(
             f"{batch_size:>6} {r.matrix_images_per_second:>14,.0f} {r.textbook_images_per_second:>17,.0f} "
             f"{r.speedup:>7.1f}x {r.max_weight_difference:>9.1e}",

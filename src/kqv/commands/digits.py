@@ -58,6 +58,12 @@ def register(groups) -> None:
         default="cosine",
         help="learning rate per epoch: cosine decay from --eta towards 0 (default), or constant as in Nielsen",
     )
+    train.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default="float32",
+        help="arithmetic of training (default float32; the gradient checks run in float64)",
+    )
     train.add_argument("--seed", type=int, default=0, help="seeds the weights and the shuffling")
     train.add_argument("--validation-size", type=int, default=10_000, help="IDX only: last N training images held out")
     train.add_argument("--out", default=DEFAULT_OUT, help=f"model file to write (default {DEFAULT_OUT})")
@@ -116,7 +122,7 @@ def run_train(args) -> None:
     eta = args.eta if args.eta is not None else defaults["eta"]
     lmbda = args.lmbda if args.lmbda is not None else defaults["lmbda"]
     sizes = [data.num_inputs, *args.hidden, data.num_classes]
-    net = Network(sizes, cost=args.cost, seed=args.seed)
+    net = Network(sizes, cost=args.cost, seed=args.seed, dtype=np.dtype(args.dtype))
     hyper = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,

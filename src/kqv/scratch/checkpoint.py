@@ -1,7 +1,7 @@
 """Save and load a digits network: safetensors weights with a JSON config inside.
 
 The file holds `layers.{i}.weight` (n_{i+1}, n_i) and `layers.{i}.bias` (n_{i+1},)
-as float64, and under the metadata key "kqv" a JSON object with the layer sizes,
+in the network's dtype (float32 or float64), and under the metadata key "kqv" a JSON object with the layer sizes,
 the cost, and whatever the caller adds (data source, training history, how to
 normalise a user's image). No pickle anywhere: loading runs no code.
 """
@@ -23,7 +23,7 @@ FORMAT = "kqv.digits.network/1"
 
 def save_network(path: str | Path, net: Network, extra: dict | None = None) -> Path:
     config = {"format": FORMAT, "sizes": net.sizes, "cost": net.cost.name, **(extra or {})}
-    tensors = {name: np.ascontiguousarray(p, dtype=np.float64) for name, p in net.parameters().items()}
+    tensors = {name: np.ascontiguousarray(p) for name, p in net.parameters().items()}
     return atomic_write_bytes(path, save_tensors(tensors, metadata={"kqv": json.dumps(config)}))
 
 
@@ -43,7 +43,10 @@ def load_network(path: str | Path) -> tuple[Network, dict]:
     if config.get("format") != FORMAT:
         raise UserError(f"{path}: format {config.get('format')!r} is not {FORMAT!r}; it is not a digits model")
     try:
-        net = Network(config["sizes"], cost=config["cost"])
+        dtype = tensors["layers.0.weight"].dtype
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"weights are {dtype}, expected float32 or float64")
+        net = Network(config["sizes"], cost=config["cost"], dtype=dtype)
         net.load_parameters(tensors)
     except (KeyError, ValueError) as exc:
         raise UserError(f"{path}: weights do not match the stored config ({exc})") from None
