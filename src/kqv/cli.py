@@ -14,6 +14,7 @@ from kqv.errors import UserError
 # name -> module in kqv.commands; each module has register(subparsers)
 COMMAND_GROUPS = {
     "digits": "kqv.commands.digits",
+    "gpt": "kqv.commands.gpt",
     "bench": "kqv.commands.bench",
 }
 
@@ -22,6 +23,8 @@ examples:
   kqv digits train                      # train the digits network on the embedded 8x8 digits
   kqv digits train --data DIR --json    # MNIST-format IDX files; last stdout line is JSON
   kqv bench digits                      # matrix-form backprop vs a per-sample loop
+  kqv gpt train                         # the main job: a GPT on tiny Shakespeare (~5 min on 2 cores)
+  kqv gpt sample runs/gpt --prompt 'ROMEO:'
 """
 
 
@@ -49,7 +52,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        args.handler(args)
     except UserError as exc:
         print(f"kqv: error: {exc}", file=sys.stderr)
         return 2

@@ -67,7 +67,7 @@ def add_command(groups, name: str, help: str, examples: str, run) -> argparse.Ar
         epilog="examples:\n" + examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(handler=run)
     return parser
 
 

@@ -1,0 +1,187 @@
+"""Frozen, validated configs: one dataclass per model, one for training, loadable from TOML.
+
+A config is checked when it is made (`__post_init__`), so a bad value fails at
+once with a message naming the field — `n_embd=100 is not divisible by n_head=3` —
+instead of as a shape error deep inside a forward pass. Unknown keys are
+rejected, never ignored. Presets live in `kqv/presets/*.toml`, each with a
+`[model]` and a `[train]` table.
+"""
+
+import dataclasses
+import sys
+from dataclasses import dataclass, fields
+from importlib import resources
+from typing import Any, TypeVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; its message is one line a user can act on."""
+
+
+def _check_positive(obj, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """A decoder-only transformer (GPT-2 layout, pre-LayerNorm)."""
+
+    vocab_size: int = 65
+    block_size: int = 128  # longest context the model reads, in tokens
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False  # biases in Linear and LayerNorm layers
+    score: str = "scaled_dot"  # kqv.nn.scores
+    mask: str = "causal"  # kqv.nn.masks
+    pos_encoding: str = "learned"  # kqv.nn.positional
+
+    def __post_init__(self) -> None:
+        from kqv.nn.masks import parse_mask
+        from kqv.nn.positional import POSITIONAL
+        from kqv.nn.scores import SCORES
+
+        _check_positive(self, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                "each head gets n_embd / n_head dimensions, so pick values that divide"
+            )
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.score not in SCORES:
+            raise ConfigError(f"unknown score {self.score!r}; choose one of {', '.join(SCORES)}")
+        if self.pos_encoding not in POSITIONAL:
+            raise ConfigError(f"unknown pos_encoding {self.pos_encoding!r}; choose one of {', '.join(POSITIONAL)}")
+        if self.pos_encoding == "rope" and self.head_size % 2:
+            raise ConfigError(f"rope needs an even head size, got n_embd / n_head = {self.head_size}")
+        try:
+            parse_mask(self.mask)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: optimiser, schedule, batches, evaluation, tokenizer."""
+
+    batch_size: int = 16  # sequences per micro-step
+    grad_accum: int = 1  # micro-steps per optimiser step
+    max_iters: int = 2000  # optimiser steps
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float = 1e-4  # learning rate at the end of the cosine
+    warmup_iters: int = 100  # linear warm-up from 0 to lr
+    lr_decay_iters: int = 0  # cosine from lr to min_lr ends here (0: at max_iters)
+    weight_decay: float = 0.1  # AdamW, matrices only
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0: no clipping
+    eval_interval: int = 250  # evaluate every this many steps (and at the end)
+    eval_iters: int = 20  # batches per evaluation, fixed for the whole run
+    seed: int = 1337
+    tokenizer: str = "char"  # char | bpe
+    bpe_vocab_size: int = 512
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+            if float(getattr(self, name)) < 0:
+                raise ConfigError(f"{name} must be ≥ 0, got {getattr(self, name)!r}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"beta1 and beta2 must be in [0, 1), got {self.beta1!r}, {self.beta2!r}")
+        if self.warmup_iters < 0 or self.lr_decay_iters < 0:
+            raise ConfigError("warmup_iters and lr_decay_iters must be ≥ 0")
+        if self.tokenizer not in ("char", "bpe"):
+            raise ConfigError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
+        if self.tokenizer == "bpe" and self.bpe_vocab_size < 257:
+            raise ConfigError(f"bpe_vocab_size must be ≥ 257 (256 bytes + merges), got {self.bpe_vocab_size}")
+
+
+def to_dict(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[C], values: dict[str, Any], where: str = "config") -> C:
+    """Build `cls` from a dict, rejecting unknown keys and coercing TOML/CLI types."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
+    coerced = {}
+    for key, value in values.items():
+        coerced[key] = _coerce(value, type(known[key].default), f"{where}: {key}")
+    return cls(**coerced)
+
+
+def _coerce(value: Any, kind: type, where: str) -> Any:
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        try:
+            if kind is bool:
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError
+            return kind(value)
+        except ValueError:
+            raise ConfigError(f"{where} expects {kind.__name__}, got {value!r}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    raise ConfigError(f"{where} expects {kind.__name__}, got {value!r}")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[: -len(".toml")] for p in resources.files("kqv.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> dict[str, dict[str, Any]]:
+    """The raw `{"model": {...}, "train": {...}}` tables of a shipped preset."""
+    path = resources.files("kqv.presets") / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+    tables = tomllib.loads(path.read_text(encoding="utf-8"))
+    extra = sorted(set(tables) - {"model", "train", "description"})
+    if extra:
+        raise ConfigError(f"preset {name}: unknown table(s) {', '.join(extra)}")
+    return {"model": dict(tables.get("model", {})), "train": dict(tables.get("train", {}))}
+
+
+def apply_overrides(tables: dict[str, dict[str, Any]], assignments: list[str]) -> dict[str, dict[str, Any]]:
+    """`--set n_layer=6 --set train.lr=3e-4`: bare keys go to whichever table owns them."""
+    model_keys = {f.name for f in fields(GPTConfig)}
+    train_keys = {f.name for f in fields(TrainConfig)}
+    out = {"model": dict(tables["model"]), "train": dict(tables["train"])}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        table, _, name = key.rpartition(".")
+        if not table:
+            table = "model" if name in model_keys else "train" if name in train_keys else ""
+        if table not in ("model", "train") or name not in (model_keys if table == "model" else train_keys):
+            raise ConfigError(
+                f"--set {key}: unknown key; model keys: {', '.join(sorted(model_keys))}; "
+                f"train keys: {', '.join(sorted(train_keys))}"
+            )
+        out[table][name] = value.strip()
+    return out

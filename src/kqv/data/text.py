@@ -1,0 +1,262 @@
+"""Text corpora for the GPT: reading, tokenizing once into a cache, and random batches.
+
+The pipeline, as in nanoGPT's `prepare.py` and `get_batch`:
+
+1. `read_corpus` reads the embedded Tiny Shakespeare, a UTF-8 text file, or a
+   folder of `.txt` files into one string.
+2. `prepare_tokens` encodes it once, splits the ids into the first 90 % for
+   training and the last 10 % for validation, and stores them as raw `train.bin`
+   / `val.bin` (uint16, or uint32 for vocabularies over 65,536) with a
+   `meta.json`. A later run with the same corpus and tokenizer memory-maps the
+   files instead of encoding again.
+3. `BatchSampler` draws B random windows of T + 1 tokens from a split; the
+   input is the first T and the target the last T, so `y[b, t] == x[b, t + 1]`:
+
+       tokens  5 9 2 7 4          x = [5 9 2 7]
+       window  ^-------^          y = [9 2 7 4]
+"""
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib.resources import files
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import torch
+
+from kqv.errors import UserError
+from kqv.fileio import atomic_write_bytes
+
+EMBEDDED_SOURCE = "embedded:tinyshakespeare"
+TRAIN_FRACTION = 0.9
+CACHE_FORMAT = "kqv.tokens/1"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    text: str = field(repr=False)
+    source: str  # EMBEDDED_SOURCE, or the file or folder it was read from
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def read_corpus(path: str | Path | None = None) -> Corpus:
+    """The embedded Tiny Shakespeare (None), a UTF-8 text file, or a folder of `*.txt` files.
+
+    A folder's files (searched recursively, hidden ones skipped) are read in order of
+    their paths and joined with a newline between files.
+    """
+    if path is None:
+        raw = (files("kqv.data") / "corpora" / "tinyshakespeare.txt.gz").read_bytes()
+        return Corpus(gzip.decompress(raw).decode(), EMBEDDED_SOURCE)
+    path = Path(path)
+    if path.is_dir():
+        paths = sorted(
+            (p for p in path.rglob("*.txt") if p.is_file() and not _is_hidden(p.relative_to(path))),
+            key=lambda p: p.relative_to(path).as_posix(),
+        )
+        if not paths:
+            raise UserError(f"{path}: folder has no .txt files; a corpus folder holds UTF-8 text files ending in .txt")
+        text = "\n".join(_read_text_file(p) for p in paths)
+    elif path.exists():
+        text = _read_text_file(path)
+    else:
+        raise UserError(
+            f"{path}: no such file or folder; give a UTF-8 text file or a folder of .txt files "
+            "(or no path for the embedded Shakespeare)"
+        )
+    if not text.strip():
+        raise UserError(f"{path}: the corpus is empty or only whitespace; a GPT needs text to learn from")
+    return Corpus(text, str(path))
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _read_text_file(path: Path) -> str:
+    """One UTF-8 file (a leading byte-order mark is dropped; gzip is undone)."""
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except EOFError:
+        raise UserError(f"{path}: the gzip file is truncated") from None
+    binary = f"{path}: looks like a binary file, not UTF-8 text"
+    if b"\x00" in raw:
+        raise UserError(f"{binary} (it holds NUL bytes; UTF-16 text must be converted to UTF-8 first)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{binary} (byte 0x{raw[exc.start]:02x} at offset {exc.start} is not valid UTF-8); "
+            "convert text in other encodings to UTF-8, e.g. with iconv"
+        ) from None
+
+
+def split_train_val(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first 90 % of the ids train, the last 10 % validate (nanoGPT's split)."""
+    n_train = int(len(ids) * TRAIN_FRACTION)
+    return ids[:n_train], ids[n_train:]
+
+
+class Encoder(Protocol):
+    """What `prepare_tokens` needs of a tokenizer (see kqv.tokenizer)."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def fingerprint(self) -> str: ...
+
+
+@dataclass
+class TokenData:
+    train: np.ndarray  # (N_train,) token ids, a read-only memmap when cached
+    val: np.ndarray  # (N_val,)
+    vocab_size: int
+    reused: bool  # True when the cache already held these tokens and nothing was encoded
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def prepare_tokens(corpus: Corpus, tokenizer: Encoder, cache_dir: str | Path | None) -> TokenData:
+    """Token ids of `corpus`, split 90/10, cached in `cache_dir` (None: kept in memory only).
+
+    The cache is `train.bin`, `val.bin` (raw ids in the machine's byte order) and
+    `meta.json`; it is reused only when the corpus text and the tokenizer are the same.
+    """
+    dtype = token_dtype(tokenizer.vocab_size)
+    meta = {
+        "format": CACHE_FORMAT,
+        "dtype": dtype.name,
+        "vocab_size": tokenizer.vocab_size,
+        "train_fraction": TRAIN_FRACTION,
+        "tokenizer_fingerprint": tokenizer.fingerprint(),
+        "corpus_sha256": corpus.sha256,
+    }
+    if cache_dir is not None:
+        cached = _load_cache(Path(cache_dir), meta)
+        if cached is not None:
+            return cached
+    ids = np.asarray(tokenizer.encode(corpus.text), dtype=dtype)
+    train, val = split_train_val(ids)
+    if cache_dir is None:
+        return TokenData(train, val, tokenizer.vocab_size, reused=False)
+    cache_dir = Path(cache_dir)
+    (cache_dir / "meta.json").unlink(missing_ok=True)  # a crash below must not leave old meta beside new .bin files
+    atomic_write_bytes(cache_dir / "train.bin", train.tobytes())
+    atomic_write_bytes(cache_dir / "val.bin", val.tobytes())
+    meta |= {"train_tokens": len(train), "val_tokens": len(val), "corpus_source": corpus.source}
+    atomic_write_bytes(cache_dir / "meta.json", (json.dumps(meta, indent=1) + "\n").encode())
+    return TokenData(
+        _open_tokens(cache_dir / "train.bin", dtype, len(train)),
+        _open_tokens(cache_dir / "val.bin", dtype, len(val)),
+        tokenizer.vocab_size,
+        reused=False,
+    )
+
+
+def _load_cache(cache_dir: Path, expected: dict) -> TokenData | None:
+    """The cached tokens if meta.json matches `expected` and both files have the stated sizes."""
+    try:
+        meta = json.loads((cache_dir / "meta.json").read_bytes())
+        if any(meta.get(key) != value for key, value in expected.items()):
+            return None
+        dtype = np.dtype(meta["dtype"])
+        lengths = {"train": int(meta["train_tokens"]), "val": int(meta["val_tokens"])}
+        if any((cache_dir / f"{split}.bin").stat().st_size != n * dtype.itemsize for split, n in lengths.items()):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing or damaged: encode again
+    splits = {split: _open_tokens(cache_dir / f"{split}.bin", dtype, n) for split, n in lengths.items()}
+    return TokenData(splits["train"], splits["val"], meta["vocab_size"], reused=True)
+
+
+def _open_tokens(path: Path, dtype: np.dtype, n: int) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=dtype)  # numpy cannot memory-map an empty file
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
+
+
+class Batch(NamedTuple):
+    x: torch.Tensor  # (B, T) int64 input ids
+    y: torch.Tensor  # (B, T) int64 targets: y[:, t] == x[:, t + 1], the next token
+
+
+class BatchSampler:
+    """Random windows of `block_size + 1` tokens from one split, reproducible from `seed`.
+
+    `state_dict()` holds the generator state, so a sampler restored with
+    `load_state_dict` draws exactly the batches the original would have drawn next.
+    """
+
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int, *, name: str = "training"):
+        """`name` ("training", "validation") says which split an error message is about."""
+        if block_size < 1 or batch_size < 1:
+            raise UserError(f"block_size and batch_size must be at least 1; got {block_size} and {batch_size}")
+        self.tokens = np.asarray(tokens)  # a plain ndarray view, still backed by the memmap
+        if self.tokens.ndim != 1:
+            raise ValueError(f"tokens must be 1-D, got shape {self.tokens.shape}")
+        if len(self.tokens) < block_size + 1:
+            raise UserError(
+                f"the {name} split has {len(self.tokens)} tokens but needs more than block_size ({block_size}) "
+                f"to make one example of {block_size} inputs and their targets; "
+                "use a longer corpus or a smaller block_size"
+            )
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.batches_drawn = 0
+        self.generator = torch.Generator().manual_seed(seed)
+        self._offsets = np.arange(block_size + 1)  # (T+1,)
+
+    def next_batch(self) -> Batch:
+        n_starts = len(self.tokens) - self.block_size  # the last window ends at the last token
+        starts = torch.randint(n_starts, (self.batch_size,), generator=self.generator).numpy()  # (B,)
+        window = self.tokens[starts[:, None] + self._offsets]  # (B, T+1)
+        window = torch.from_numpy(window.astype(np.int64))
+        self.batches_drawn += 1
+        return Batch(window[:, :-1].contiguous(), window[:, 1:].contiguous())  # (B, T), (B, T)
+
+    def state_dict(self) -> dict:
+        """JSON-able: the generator's state as a list of byte values, and what it applies to."""
+        return {
+            "seed": self.seed,
+            "batches_drawn": self.batches_drawn,
+            "block_size": self.block_size,
+            "batch_size": self.batch_size,
+            "n_tokens": len(self.tokens),
+            "generator": self.generator.get_state().tolist(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = (state["block_size"], state["batch_size"], state["n_tokens"])
+        if saved != (self.block_size, self.batch_size, len(self.tokens)):
+            raise UserError(
+                f"cannot resume the batch order: it was saved for block_size {saved[0]}, batch_size {saved[1]} "
+                f"and {saved[2]} tokens, but this run has {self.block_size}, {self.batch_size} and "
+                f"{len(self.tokens)}; resume with the original settings and corpus"
+            )
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        self.seed = state["seed"]
+        self.batches_drawn = state["batches_drawn"]
+
+
+def fixed_batches(
+    tokens: np.ndarray, block_size: int, batch_size: int, n_batches: int, seed: int, *, name: str = "validation"
+) -> list[Batch]:
+    """The same `n_batches` batches for a given seed every time: for comparable evaluations."""
+    sampler = BatchSampler(tokens, block_size, batch_size, seed, name=name)
+    return [sampler.next_batch() for _ in range(n_batches)]

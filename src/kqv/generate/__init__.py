@@ -1,0 +1,1 @@
+"""Generation: sampling with temperature, top-k, top-p and a KV cache; later beam search."""

@@ -1,0 +1,97 @@
+"""Sampling text from a language model, one token at a time, with or without a KV cache.
+
+Each step turns the last position's logits into a distribution and draws a token:
+    temperature  divide the logits by T (T = 0 means greedy: always the argmax)
+    top-k        keep only the k most likely tokens
+    top-p        keep the smallest set of most likely tokens whose probability
+                 reaches p (always at least one token)
+A seeded `torch.Generator` makes the draws reproducible.
+
+The context window. A model reads at most block_size tokens. When the text
+outgrows that, kqv drops the oldest tokens half a window at a time: the model
+then reads the last block_size − block_size/2 … block_size tokens. With a KV cache
+this means one re-fill of the cache per half window instead of a full forward pass
+per token, and without a cache kqv feeds exactly the same window, so cached and
+uncached decoding see the same context and give the same logits.
+"""
+
+from collections.abc import Iterator
+
+import torch
+
+
+def window_start(n_tokens: int, block_size: int) -> int:
+    """First token of the context the model reads when the text has n_tokens tokens."""
+    if n_tokens <= block_size:
+        return 0
+    hop = max(1, block_size // 2)
+    return -(-(n_tokens - block_size) // hop) * hop  # smallest multiple of hop leaving ≤ block_size tokens
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """(B, V) logits -> (B, V) logits with excluded tokens at -inf, scaled by 1/temperature."""
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)  # (B, V)
+        drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p  # mass before this token already ≥ p
+        drop[:, 0] = False  # the most likely token always stays
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+def next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(B, V) logits of the last position -> (B,) token ids."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(logits.float(), temperature, top_k, top_p), dim=-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    prompt: list[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    use_cache: bool = True,
+    return_logits: bool = False,
+) -> Iterator[int] | Iterator[tuple[int, torch.Tensor]]:
+    """Yield new token ids one by one (with their (V,) logits if `return_logits`)."""
+    if not prompt:
+        raise ValueError("the prompt must hold at least one token")
+    model.eval()
+    device = next(model.parameters()).device
+    block = model.config.block_size
+    generator = torch.Generator(device=device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    tokens = list(prompt)
+    cache, cached_from = None, 0
+    for _ in range(max_new_tokens):
+        start = window_start(len(tokens), block)
+        if use_cache:
+            if cache is None or start != cached_from:  # first step, or the window moved: refill
+                cache = model.new_cache(batch=1, device=device)
+                cached_from = start
+                feed = tokens[start:]
+            else:
+                feed = tokens[cached_from + cache.length :]  # just the newest token
+            logits = model(torch.tensor([feed], device=device), cache=cache).logits[:, -1]  # (1, V)
+        else:
+            logits = model(torch.tensor([tokens[start:]], device=device)).logits[:, -1]  # (1, V)
+        token = int(next_token(logits, temperature, top_k, top_p, generator)[0])
+        tokens.append(token)
+        yield (token, logits[0]) if return_logits else token

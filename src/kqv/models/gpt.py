@@ -1,0 +1,93 @@
+"""A decoder-only transformer language model (GPT-2 layout).
+
+    tokens (B, T) -> token embedding (B, T, C) [+ positions] -> dropout
+      -> n_layer × Block (pre-LN masked multi-head self-attention, MLP, residuals)
+      -> final LayerNorm -> LM head tied to the token embedding -> logits (B, T, V)
+
+The model knows nothing of training: `forward(idx, targets)` returns a small
+named result with the logits and, when targets are given, the mean cross-entropy
+(nats per token).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kqv.config import GPTConfig
+from kqv.nn.block import Block
+from kqv.nn.kv_cache import KVCache
+from kqv.nn.positional import make_positional
+
+
+@dataclass
+class GPTOutput:
+    logits: torch.Tensor  # (B, T, V)
+    loss: torch.Tensor | None = None  # scalar, nats per token
+    patterns: list[torch.Tensor] | None = None  # per layer (B, nh, T, Tk), when asked for
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.tok_emb = nn.Embedding(c.vocab_size, c.n_embd)
+        self.positional = make_positional(c.pos_encoding, c.n_embd, c.n_head, c.block_size)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight  # tied: one (V, C) matrix reads and writes tokens
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):  # residual projections, scaled as in GPT-2
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # the tied matrix counts once
+
+    def new_cache(self, batch: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:
+        c = self.config
+        return KVCache(c.n_layer, batch, c.n_head, max_len or c.block_size, c.head_size, device, dtype)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        need_patterns: bool = False,
+    ) -> GPTOutput:
+        """idx: (B, T) token ids; with a cache they continue the cached positions."""
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of length {start + T} exceeds block_size {self.config.block_size}; crop the context"
+            )
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.tok_emb(idx)  # (B, T) -> (B, T, C)
+        x = self.positional.add_to_embeddings(x, pos)  # learned / sinusoidal; identity for rope, alibi, none
+        x = self.drop(x)
+        patterns = []
+        for i, block in enumerate(self.blocks):
+            x, attn = block(x, cache.layers[i] if cache is not None else None, start, need_patterns, self.positional)
+            if need_patterns:
+                patterns.append(attn.pattern)
+        x = self.ln_f(x)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, C) @ (C, V) -> (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T))  # mean over B·T tokens
+        return GPTOutput(logits, loss, patterns if need_patterns else None)

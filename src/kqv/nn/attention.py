@@ -1,0 +1,146 @@
+"""Scaled dot-product and multi-head attention, written out (Vaswani et al. 2017, §3.2).
+
+    Attention(Q, K, V) = softmax(Q·Kᵀ/√d_k + mask) · V
+
+Q (query): what each token asks of the others; K (key): how each token describes
+itself; V (value): what it carries. Each row of the pattern softmax(…) says how
+much of every value a query takes.
+
+The written-out path computes the pattern explicitly, for any score function,
+mask and positional bias, and returns it when asked. When the score is
+`scaled_dot`, no pattern is wanted and there is no positional score bias, the same
+numbers come from `torch.nn.functional.scaled_dot_product_attention` (fused,
+memory-efficient); the tests check the two paths agree.
+
+Notation: B batch, nh heads, Tq queries, Tk keys, hs head size, C = nh·hs.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kqv.nn.kv_cache import LayerCache
+from kqv.nn.masks import allowed_positions, parse_mask, with_key_padding
+from kqv.nn.positional import PositionalEncoding
+from kqv.nn.scores import make_score
+
+
+@dataclass
+class AttentionOutput:
+    out: torch.Tensor  # (B, T, C)
+    pattern: torch.Tensor | None = None  # (B, nh, Tq, Tk), when asked for
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    score,
+    allowed: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The written-out path. q: (B, nh, Tq, hs), k and v: (B, nh, Tk, hs).
+
+    score(q, k) -> (B, nh, Tq, Tk); allowed: bool, True where a query may see a key,
+    broadcastable to (B, nh, Tq, Tk); bias: added to the scores (ALiBi), (nh, Tq, Tk).
+    Returns (out (B, nh, Tq, hs), pattern (B, nh, Tq, Tk)). A query that may see no key
+    at all gets a zero row, not NaN.
+    """
+    scores = score(q, k)  # (B, nh, Tq, Tk)
+    if bias is not None:
+        scores = scores + bias  # (nh, Tq, Tk) broadcasts over B
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))  # -inf, never a finite -1e4
+    pattern = torch.softmax(scores, dim=-1)  # (B, nh, Tq, Tk), rows sum to 1
+    if allowed is not None:
+        pattern = pattern.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)  # fully masked rows: 0, not NaN
+    if dropout_p > 0.0:
+        pattern = F.dropout(pattern, p=dropout_p, training=True)
+    return pattern @ v, pattern  # (B, nh, Tq, Tk) @ (B, nh, Tk, hs) -> (B, nh, Tq, hs)
+
+
+class MultiHeadAttention(nn.Module):
+    """Project to Q, K, V; split into heads; attend; merge heads; project out.
+
+    Self-attention when `context` is None; cross-attention (queries from x, keys and
+    values from `context`) otherwise. `key_padding` (B, Tk), True at padding, hides
+    padded keys in either case.
+    """
+
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        bias: bool = False,
+        dropout: float = 0.0,
+        score: str = "scaled_dot",
+        mask: str = "causal",
+    ) -> None:
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
+        self.n_head, self.head_size = n_head, n_embd // n_head
+        self.query = nn.Linear(n_embd, n_embd, bias=bias)
+        self.key_value = nn.Linear(n_embd, 2 * n_embd, bias=bias)
+        self.proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.score = make_score(score, n_head, self.head_size)
+        self.mask_name = mask
+        self.mask = parse_mask(mask)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        key_padding: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
+        start: int = 0,
+        need_pattern: bool = False,
+        positional: PositionalEncoding | None = None,
+    ) -> AttentionOutput:
+        """x: (B, T, C) queries at absolute positions start … start+T−1.
+
+        With a `cache` (self-attention only), k and v of earlier positions come from it
+        and this call's k and v are appended to it. `positional` (owned by the model, shared
+        by all layers) may rotate q and k (RoPE) or add a bias to the scores (ALiBi).
+        """
+        B, T, C = x.shape
+        source = x if context is None else context  # (B, Tk_new, C)
+        q = self.split_heads(self.query(x))  # (B, T, C) -> (B, nh, T, hs)
+        k, v = self.key_value(source).split(C, dim=2)  # 2 × (B, Tk_new, C)
+        k, v = self.split_heads(k), self.split_heads(v)  # 2 × (B, nh, Tk_new, hs)
+
+        q_pos = torch.arange(start, start + T, device=x.device)  # (T,)
+        is_self = context is None
+        if is_self and positional is not None:
+            q, k = positional.rotate(q, k, q_pos, q_pos)  # RoPE rotates the new q and k; identity otherwise
+        if cache is not None:
+            k, v = cache.append(k, v, start)  # (B, nh, start + T, hs) each
+        Tk = k.shape[2]
+        k_pos = torch.arange(Tk, device=x.device)  # (Tk,) keys sit at positions 0 … Tk−1
+
+        bias = positional.score_bias(q_pos, k_pos) if is_self and positional is not None else None
+        dropout_p = self.dropout if self.training else 0.0
+        fast = self.score.fast_path_ok and not need_pattern and bias is None
+        plain_causal = is_self and self.mask.kind == "causal" and start == 0 and key_padding is None and Tk == T
+        if fast and plain_causal:  # the common training case: no mask tensor needed at all
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)  # (B, nh, T, hs)
+            pattern = None
+        else:
+            allowed = allowed_positions(self.mask, q_pos, k_pos) if is_self else None  # (T, Tk) | None
+            allowed = with_key_padding(allowed, key_padding)  # (B, 1, T, Tk) | (T, Tk) | None
+            if fast and (allowed is None or bool(allowed.any(dim=-1).all())):  # (a fully masked row -> NaN there)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+                pattern = None
+            else:
+                out, pattern = attention(q, k, v, self.score, allowed, bias, dropout_p)  # (B, nh, T, hs)
+        out = out.transpose(1, 2).contiguous().view(B, T, C)  # merge heads: (B, nh, T, hs) -> (B, T, C)
+        return AttentionOutput(self.resid_dropout(self.proj(out)), pattern if need_pattern else None)

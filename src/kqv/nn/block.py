@@ -1,0 +1,52 @@
+"""A pre-LayerNorm transformer block (GPT-2, Radford et al. 2019, §2.3) and its MLP.
+
+    x = x + Attention(LayerNorm(x))     # tokens exchange information
+    x = x + MLP(LayerNorm(x))           # each token thinks on its own
+
+The residual stream x keeps its shape (B, T, C) throughout; every sublayer reads
+a normalised copy and adds its result back.
+"""
+
+import torch
+from torch import nn
+
+from kqv.nn.attention import AttentionOutput, MultiHeadAttention
+from kqv.nn.kv_cache import LayerCache
+from kqv.nn.positional import PositionalEncoding
+
+
+class FeedForward(nn.Module):
+    """Linear C -> 4C, GELU, Linear 4C -> C, dropout."""
+
+    def __init__(self, n_embd: int, bias: bool = False, dropout: float = 0.0, approximate: str = "none") -> None:
+        super().__init__()
+        self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.act = nn.GELU(approximate=approximate)
+        self.proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(self.act(self.fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        c = config
+        self.ln_1 = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.attn = MultiHeadAttention(c.n_embd, c.n_head, c.bias, c.dropout, c.score, c.mask)
+        self.ln_2 = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.mlp = FeedForward(c.n_embd, c.bias, c.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: LayerCache | None = None,
+        start: int = 0,
+        need_pattern: bool = False,
+        positional: PositionalEncoding | None = None,
+    ) -> tuple[torch.Tensor, AttentionOutput]:
+        attn = self.attn(self.ln_1(x), cache=cache, start=start, need_pattern=need_pattern, positional=positional)
+        x = x + attn.out  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        return x, attn

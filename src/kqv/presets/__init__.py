@@ -1,0 +1,1 @@
+"""Shipped TOML presets: `kqv gpt train --preset NAME`."""

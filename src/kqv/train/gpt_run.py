@@ -1,0 +1,235 @@
+"""A GPT training run from start to finish, and loading a finished run back.
+
+`train_gpt` resolves the config (preset + `--set` overrides), reads the corpus,
+trains or loads the tokenizer, caches the token ids under RUN_DIR/data, builds
+the model and hands everything to the shared `Trainer`. `load_run` gives back the
+model (best validation weights), its tokenizer and configs, checking that they fit.
+"""
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kqv import __version__
+from kqv.config import ConfigError, GPTConfig, TrainConfig, apply_overrides, from_dict, load_preset, to_dict
+from kqv.errors import UserError
+from kqv.fileio import atomic_write_bytes
+from kqv.models.gpt import GPT
+from kqv.train.checkpoint import load_model_tensors, read_safetensors
+from kqv.train.loop import Trainer, TrainResult
+
+DEFAULT_PRESET = "default"
+RUN_FILES = ("config.json", "tokenizer.json", "model.safetensors", "trainer.safetensors")
+
+
+@dataclass
+class Run:
+    model: GPT
+    tokenizer: object
+    model_config: GPTConfig
+    train_config: TrainConfig
+    info: dict  # the whole config.json
+    run_dir: Path
+
+
+def pick_device(name: str) -> str:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
+    return name
+
+
+def resolve_configs(preset: str, overrides: list[str], vocab_size: int | None = None) -> tuple[dict, TrainConfig]:
+    """-> (model table as a dict, without vocab_size yet, TrainConfig). Errors are UserErrors."""
+    try:
+        tables = apply_overrides(load_preset(preset), overrides)
+        train_cfg = from_dict(TrainConfig, tables["train"], "train config")
+        model_table = dict(tables["model"])
+        # validate the model table now (vocab_size is known only after tokenising)
+        from_dict(GPTConfig, {**model_table, "vocab_size": vocab_size or 1}, "model config")
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    return model_table, train_cfg
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
+
+
+def free_run_dir(base: Path) -> Path:
+    """`base` if it holds no run, else base-2, base-3, …: a default never overwrites a run."""
+    if not is_run_dir(base):
+        return base
+    n = 2
+    while is_run_dir(base.with_name(f"{base.name}-{n}")):
+        n += 1
+    return base.with_name(f"{base.name}-{n}")
+
+
+def train_gpt(
+    preset: str = DEFAULT_PRESET,
+    data: str | None = None,
+    out: str | None = None,
+    max_iters: int | None = None,
+    overrides: list[str] | None = None,
+    resume: str | None = None,
+    device: str = "auto",
+    compile_model: bool = False,
+    stop_at: int | None = None,
+    say=print,
+) -> tuple[TrainResult, Path, dict]:
+    from kqv.data.text import BatchSampler, fixed_batches, prepare_tokens, read_corpus
+    from kqv.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+    started = time.perf_counter()
+    device = pick_device(device)
+    if resume is not None:
+        run_dir = Path(resume)
+        if not run_dir.is_dir():
+            raise UserError(f"--resume {run_dir}: no such run directory")
+        info = read_config(run_dir)
+        for name in ("trainer.safetensors", "tokenizer.json"):
+            if not (run_dir / name).is_file():
+                raise UserError(f"--resume {run_dir}: {name} is missing, so the run cannot continue exactly")
+        if overrides or data or max_iters:
+            raise UserError("--resume continues a run with its own settings; drop --set/--data/--max-iters")
+        model_cfg = from_dict(GPTConfig, info["model"], f"{run_dir}/config.json model")
+        train_cfg = from_dict(TrainConfig, info["train"], f"{run_dir}/config.json train")
+        corpus = read_corpus(info["data"]["path"])
+        tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    else:
+        overrides = list(overrides or [])
+        if max_iters is not None:
+            overrides.append(f"train.max_iters={max_iters}")
+        model_table, train_cfg = resolve_configs(preset, overrides)
+        if out is None:
+            run_dir = free_run_dir(Path("runs") / "gpt")
+        else:
+            run_dir = Path(out)
+            if is_run_dir(run_dir):
+                raise UserError(
+                    f"--out {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
+                )
+        corpus = read_corpus(data)
+        say(f"corpus: {corpus.source} ({len(corpus.text):,} characters)")
+        tokenizer = train_tokenizer(train_cfg.tokenizer, corpus.text, train_cfg.bpe_vocab_size)
+        try:
+            model_cfg = from_dict(GPTConfig, {**model_table, "vocab_size": tokenizer.vocab_size}, "model config")
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
+        info = {
+            "kqv_version": __version__,
+            "kind": "gpt",
+            "preset": preset,
+            "model": to_dict(model_cfg),
+            "train": to_dict(train_cfg),
+            "data": {"path": data, "source": corpus.source, "sha256": corpus.sha256},
+            "tokenizer": {"kind": train_cfg.tokenizer, "fingerprint": tokenizer.fingerprint()},
+        }
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_tokenizer(tokenizer, run_dir / "tokenizer.json")
+        atomic_write_bytes(run_dir / "config.json", (json.dumps(info, indent=2) + "\n").encode())
+
+    tokens = prepare_tokens(corpus, tokenizer, run_dir / "data")
+    T, B = model_cfg.block_size, train_cfg.batch_size
+    sampler = BatchSampler(tokens.train, T, B, train_cfg.seed, name="training")
+    eval_sets = {
+        "train": fixed_batches(tokens.train, T, B, train_cfg.eval_iters, train_cfg.seed + 1, name="training"),
+        "val": fixed_batches(tokens.val, T, B, train_cfg.eval_iters, train_cfg.seed + 2, name="validation"),
+    }
+    torch.manual_seed(train_cfg.seed)
+    model = GPT(model_cfg).to(device)
+    compiled = torch.compile(model) if compile_model else None
+    amp = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    trainer = Trainer(model, train_cfg, sampler, eval_sets, run_dir, device, amp, compiled, say)
+    if resume is not None:
+        trainer.restore()
+        say(f"resuming {run_dir} at step {trainer.step} of {train_cfg.max_iters}")
+    else:
+        say(
+            f"model: {model_cfg.n_layer} layers, {model_cfg.n_head} heads, width {model_cfg.n_embd}, "
+            f"context {T}, vocab {model_cfg.vocab_size}: {model.num_parameters():,} parameters; "
+            f"{train_cfg.max_iters} steps of {B * train_cfg.grad_accum} × {T} tokens on {device}"
+        )
+    result = trainer.fit(stop_at=stop_at)
+    summary = {
+        "run_dir": str(run_dir),
+        "steps": result.steps,
+        "best_val_loss": result.best_val_loss,
+        "final_val_loss": result.final_val_loss,
+        "final_train_loss": result.final_train_loss,
+        "tokens_per_second": result.tokens_per_second,
+        "train_seconds": result.train_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "parameters": model.num_parameters(),
+        "device": device,
+    }
+    return result, run_dir, summary
+
+
+def read_config(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a kqv run directory (no config.json)")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        info["model"], info["train"]  # noqa: B018 - both tables must be there
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: damaged or incomplete ({exc!r}); it cannot be loaded") from None
+    return info
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", weights: str = "model.safetensors") -> Run:
+    """A finished (or running) run's model with its best weights, and its tokenizer."""
+    from kqv.tokenizer import load_tokenizer
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory; train one with `kqv gpt train --out {run_dir}`")
+    info = read_config(run_dir)
+    try:
+        model_cfg = from_dict(GPTConfig, info["model"], f"{run_dir}/config.json model")
+        train_cfg = from_dict(TrainConfig, info["train"], f"{run_dir}/config.json train")
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    expected = info.get("tokenizer", {}).get("fingerprint")
+    if expected and tokenizer.fingerprint() != expected:
+        raise UserError(f"{run_dir}/tokenizer.json is not the tokenizer this model was trained with")
+    if tokenizer.vocab_size != model_cfg.vocab_size:
+        raise UserError(
+            f"{run_dir}: tokenizer has {tokenizer.vocab_size} tokens but the model expects {model_cfg.vocab_size}"
+        )
+    tensors, _ = read_safetensors(run_dir / weights)
+    model = GPT(model_cfg)
+    load_model_tensors(model, tensors, str(run_dir / weights))
+    return Run(model.to(device).eval(), tokenizer, model_cfg, train_cfg, info, run_dir)
+
+
+@torch.no_grad()
+def evaluate_run(run: Run, data: str | None, batch_size: int = 16, n_batches: int = 50, seed: int = 0) -> dict:
+    """Mean loss (nats/token) and perplexity on the validation split of `data` (default: the run's corpus)."""
+    from kqv.data.text import fixed_batches, prepare_tokens, read_corpus
+
+    corpus = read_corpus(data if data is not None else run.info["data"]["path"])
+    tokens = prepare_tokens(corpus, run.tokenizer, None)
+    device = next(run.model.parameters()).device
+    losses = []
+    for x, y in fixed_batches(tokens.val, run.model_config.block_size, batch_size, n_batches, seed):
+        losses.append(run.model(x.to(device), y.to(device)).loss.item())
+    loss = sum(losses) / len(losses)
+    return {"loss": loss, "perplexity": math.exp(loss), "tokens": n_batches * batch_size * run.model_config.block_size}

@@ -1,0 +1,232 @@
+"""One training loop for every kqv model: `model(x, y).loss` is all it needs.
+
+Per optimiser step: `grad_accum` micro-batches (loss divided by grad_accum, so k
+micro-steps of batch B give the gradient of one batch of kB), gradient clipping,
+AdamW, the warm-up + cosine learning rate. Every `eval_interval` steps and at
+the end: the mean loss on fixed train and validation batches, a CSV row, the
+best-validation weights, and the full trainer state for an exact resume.
+
+A non-finite loss stops the run before anything is written, so no checkpoint
+ever holds NaNs.
+"""
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kqv.config import TrainConfig
+from kqv.errors import UserError
+from kqv.fileio import atomic_write_bytes
+from kqv.progress import progress_bar
+from kqv.train.checkpoint import (
+    load_model_tensors,
+    load_optimizer,
+    model_tensors,
+    optimizer_tensors,
+    read_safetensors,
+    save_weights,
+    write_safetensors,
+)
+from kqv.train.optim import learning_rate, make_optimizer
+
+LOG_FIELDS = ["step", "train_loss", "val_loss", "lr", "tokens_per_s", "elapsed_s"]
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_val_loss: float
+    final_val_loss: float
+    final_train_loss: float
+    tokens_per_second: float
+    train_seconds: float
+    log: list[dict] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)  # training loss of each step run in this call
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        train_batches,  # .next_batch() -> (x, y); .state_dict(); .load_state_dict()
+        eval_sets: dict[str, list[tuple[torch.Tensor, torch.Tensor]]],  # "train" and "val"
+        run_dir: Path,
+        device: str = "cpu",
+        amp_dtype: torch.dtype | None = None,
+        compiled: nn.Module | None = None,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.model, self.cfg, self.batches, self.eval_sets = model, cfg, train_batches, eval_sets
+        self.forward = compiled or model  # torch.compile wraps the model; checkpoints use the original
+        self.run_dir, self.device, self.say = Path(run_dir), device, say
+        self.autocast = (
+            torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype)
+            if amp_dtype is not None
+            else nullcontext()
+        )
+        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device)
+        self.step = 0
+        self.best_val = math.inf
+        self.train_seconds = 0.0
+        self.tokens_seen = 0
+        self.log: list[dict] = []
+
+    # -- state --------------------------------------------------------------
+    def save_state(self) -> None:
+        tensors = {f"model.{k}": v for k, v in model_tensors(self.model).items()}
+        opt_tensors, opt_meta = optimizer_tensors(self.optimizer)
+        tensors.update(opt_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        meta = {
+            "step": self.step,
+            "best_val": self.best_val if math.isfinite(self.best_val) else None,
+            "train_seconds": self.train_seconds,
+            "tokens_seen": self.tokens_seen,
+            "sampler": self.batches.state_dict(),
+            "optimizer": opt_meta,
+        }
+        write_safetensors(self.run_dir / "trainer.safetensors", tensors, meta)
+
+    def restore(self) -> None:
+        path = self.run_dir / "trainer.safetensors"
+        tensors, meta = read_safetensors(path)
+        if "step" not in meta or "sampler" not in meta:
+            raise UserError(f"{path}: not a kqv trainer state (no step or data position)")
+        weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        load_model_tensors(self.model, weights, str(path))
+        load_optimizer(self.optimizer, tensors, meta, str(path))
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        self.batches.load_state_dict(meta["sampler"])
+        self.step = int(meta["step"])
+        self.best_val = meta["best_val"] if meta["best_val"] is not None else math.inf
+        self.train_seconds = float(meta["train_seconds"])
+        self.tokens_seen = int(meta["tokens_seen"])
+        self.log = [row for row in read_log(self.run_dir / "log.csv") if row["step"] <= self.step]
+
+    # -- evaluation ---------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        losses = {}
+        for name, batches in self.eval_sets.items():
+            total = 0.0
+            for x, y in batches:
+                with self.autocast:
+                    total += self.forward(x.to(self.device), y.to(self.device)).loss.item()
+            losses[name] = total / len(batches)
+        self.model.train()
+        return losses
+
+    # -- the loop -----------------------------------------------------------
+    def fit(self, stop_at: int | None = None) -> TrainResult:
+        cfg = self.cfg
+        decay_iters = cfg.lr_decay_iters or cfg.max_iters
+        last = min(cfg.max_iters, stop_at) if stop_at is not None else cfg.max_iters
+        self.model.train()
+        step_losses: list[float] = []
+        bar = progress_bar(cfg.max_iters, "train", unit="step")
+        bar.update(self.step)
+        if self.step == 0:
+            self._evaluate_and_save(lr=learning_rate(0, cfg.lr, cfg.min_lr, cfg.warmup_iters, decay_iters))
+        while self.step < last:
+            lr = learning_rate(self.step, cfg.lr, cfg.min_lr, cfg.warmup_iters, decay_iters)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            started = time.perf_counter()
+            loss_sum = 0.0
+            for _ in range(cfg.grad_accum):
+                x, y = self.batches.next_batch()  # (B, T), (B, T)
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                with self.autocast:
+                    loss = self.forward(x, y).loss / cfg.grad_accum
+                loss.backward()
+                loss_sum += loss.item()
+                self.tokens_seen += x.numel()
+            if not math.isfinite(loss_sum):
+                bar.close()
+                raise UserError(
+                    f"the training loss became {loss_sum} at step {self.step + 1}; nothing was saved for this step "
+                    f"(the last good state is in {self.run_dir}); try a lower lr or grad_clip"
+                )
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            seconds = time.perf_counter() - started
+            self.train_seconds += seconds
+            step_losses.append(loss_sum)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum:.4f}", tok_s=f"{x.numel() * cfg.grad_accum / seconds:,.0f}", refresh=False)
+            if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
+                bar.clear()
+                self._evaluate_and_save(lr)
+                bar.refresh()
+        bar.close()
+        final = self.log[-1] if self.log else {"train_loss": math.nan, "val_loss": math.nan}
+        return TrainResult(
+            steps=self.step,
+            best_val_loss=self.best_val,
+            final_val_loss=final["val_loss"],
+            final_train_loss=final["train_loss"],
+            tokens_per_second=self.tokens_seen / self.train_seconds if self.train_seconds else math.nan,
+            train_seconds=self.train_seconds,
+            log=list(self.log),
+            step_losses=step_losses,
+        )
+
+    def _evaluate_and_save(self, lr: float) -> None:
+        losses = self.evaluate()
+        row = {
+            "step": self.step,
+            "train_loss": losses["train"],
+            "val_loss": losses["val"],
+            "lr": lr,
+            "tokens_per_s": self.tokens_seen / self.train_seconds if self.train_seconds else 0.0,
+            "elapsed_s": self.train_seconds,
+        }
+        if not all(math.isfinite(v) for v in (row["train_loss"], row["val_loss"])):
+            raise UserError(f"the evaluation loss is not finite at step {self.step}; nothing was saved")
+        self.log.append(row)
+        improved = row["val_loss"] < self.best_val
+        if improved:
+            self.best_val = row["val_loss"]
+            save_weights(self.run_dir / "model.safetensors", self.model, {"step": self.step, "val_loss": self.best_val})
+        self.save_state()
+        write_log(self.run_dir / "log.csv", self.log)
+        self.say(
+            f"step {self.step:>5}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+            f"lr {lr:.2e}  {row['tokens_per_s']:,.0f} tok/s  {row['elapsed_s']:.1f} s" + ("  *best" if improved else "")
+        )
+
+
+def write_log(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [
+            {k: (int(v) if k == "step" else float(v)) for k, v in row.items() if k in LOG_FIELDS}
+            for row in csv.DictReader(f)
+        ]

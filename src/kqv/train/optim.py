@@ -1,0 +1,44 @@
+"""AdamW with weight decay on weight matrices only, and the warm-up + cosine schedule.
+
+Decay pulls weights towards 0; it suits matrices that mix features, not biases,
+LayerNorm gains or embedding tables (a rarely seen token's row would just shrink).
+"""
+
+import math
+
+import torch
+from torch import nn
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two parameter groups: Linear weight matrices (decayed) and everything else (not)."""
+    decayed = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay, seen = [], [], set()
+    for p in model.parameters():  # a tied parameter appears once
+        if id(p) in seen or not p.requires_grad:
+            continue
+        seen.add(id(p))
+        (decay if id(p) in decayed and id(p) not in embeddings else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], device: str):
+    groups = decay_groups(model, weight_decay)
+    try:  # the fused kernel is fastest where the build has it (CUDA, and CPU in recent torch)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def learning_rate(step: int, lr: float, min_lr: float, warmup: int, decay_iters: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine from lr to min_lr at `decay_iters`, then min_lr.
+
+    `step` counts from 0; step 0 already gets lr/warmup (never a zero step).
+    """
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if step >= decay_iters:
+        return min_lr
+    progress = (step - warmup) / max(1, decay_iters - warmup)  # 0 -> 1
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)

@@ -1,0 +1,147 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kqv.nn.scores import SCORES, make_score
+
+B, NH, TQ, TK, HS = 2, 3, 4, 5, 6  # all different, so a transposed axis cannot pass
+
+
+def random_qk(seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, NH, TQ, HS, generator=g, dtype=dtype)
+    k = torch.randn(B, NH, TK, HS, generator=g, dtype=dtype)
+    return q, k
+
+
+def reference(name, score, q, k):
+    """Per-element float64 reference: a loop over (b, h, i, j) with plain Python/NumPy arithmetic."""
+    q, k = q.detach().double().numpy(), k.detach().double().numpy()
+    out = np.zeros((B, NH, TQ, TK))
+    for b in range(B):
+        for h in range(NH):
+            for i in range(TQ):
+                for j in range(TK):
+                    qi, kj = q[b, h, i], k[b, h, j]
+                    if name == "scaled_dot":
+                        s = sum(qi[d] * kj[d] for d in range(HS)) / math.sqrt(HS)
+                    elif name == "dot":
+                        s = sum(qi[d] * kj[d] for d in range(HS))
+                    elif name == "squared_dot":
+                        s = sum(qi[d] ** 2 * kj[d] ** 2 for d in range(HS)) / math.sqrt(HS)
+                    elif name == "cosine":
+                        tau = math.exp(min(score.log_temperature[h].item(), math.log(100)))
+                        s = tau * float(qi @ kj) / (math.sqrt(float(qi @ qi)) * math.sqrt(float(kj @ kj)))
+                    elif name == "additive":
+                        W, U, v = (p.detach().double().numpy()[h] for p in (score.W, score.U, score.v))
+                        s = sum(
+                            v[e] * math.tanh(sum(W[e, d] * qi[d] + U[e, d] * kj[d] for d in range(HS)))
+                            for e in range(HS)
+                        )
+                    out[b, h, i, j] = s
+    return out
+
+
+@pytest.mark.parametrize("name", list(SCORES))
+def test_score_matches_per_element_reference(name):
+    torch.manual_seed(1)
+    score = make_score(name, NH, HS).double()
+    if name == "cosine":  # distinct temperatures per head, so a mixed-up head axis fails
+        with torch.no_grad():
+            score.log_temperature.copy_(torch.log(torch.tensor([10.0, 3.0, 0.5])))
+    q, k = random_qk()
+    got = score(q, k)
+    assert got.shape == (B, NH, TQ, TK)
+    np.testing.assert_allclose(got.detach().numpy(), reference(name, score, q, k), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(SCORES))
+def test_score_runs_in_float32(name):
+    score = make_score(name, NH, HS)
+    q, k = random_qk(dtype=torch.float32)
+    got = score(q, k)
+    assert got.dtype == torch.float32 and got.shape == (B, NH, TQ, TK)
+    np.testing.assert_allclose(got.detach().numpy(), reference(name, score, q, k), rtol=1e-4, atol=1e-5)
+
+
+def test_scaled_dot_divides_by_sqrt_head_size_not_model_width():
+    q, k = random_qk(dtype=torch.float32)
+    got = make_score("scaled_dot", NH, HS)(q, k)
+    assert torch.equal(got, q @ k.transpose(-2, -1) / math.sqrt(HS))
+    assert not torch.allclose(got, q @ k.transpose(-2, -1) / math.sqrt(NH * HS))
+
+
+def test_only_scaled_dot_may_use_the_fast_path_and_it_agrees_with_sdpa():
+    assert {name for name, cls in SCORES.items() if cls.fast_path_ok} == {"scaled_dot"}
+    q, k = random_qk()
+    v = torch.randn(B, NH, TK, HS, dtype=torch.float64)
+    eager = torch.softmax(make_score("scaled_dot", NH, HS)(q, k), dim=-1) @ v  # (B, nh, Tq, hs)
+    torch.testing.assert_close(eager, F.scaled_dot_product_attention(q, k, v), rtol=1e-12, atol=1e-12)
+
+
+def test_squared_dot_scores_are_never_negative():
+    q, k = random_qk()
+    assert (make_score("squared_dot", NH, HS)(q, k) >= 0).all()
+    assert (make_score("scaled_dot", NH, HS)(q, k) < 0).any()  # while plain dot products are
+
+
+def test_cosine_temperature_starts_at_10_and_is_capped_at_100():
+    score = make_score("cosine", NH, HS)
+    torch.testing.assert_close(score.temperature(), torch.full((NH,), 10.0))
+    q, _ = random_qk(dtype=torch.float32)
+    self_scores = score(q, q).diagonal(dim1=-2, dim2=-1)  # cos(q, q) = 1
+    torch.testing.assert_close(self_scores, torch.full_like(self_scores, 10.0))
+    with torch.no_grad():
+        score.log_temperature.fill_(10.0)
+    torch.testing.assert_close(score.temperature(), torch.full((NH,), 100.0))
+
+
+def test_cosine_is_finite_for_zero_vectors():
+    score = make_score("cosine", NH, HS)
+    q, k = random_qk(dtype=torch.float32)
+    q = q.clone().requires_grad_(True)
+    with torch.no_grad():
+        q[0, 0, 0] = 0
+    out = score(q, k)
+    assert torch.isfinite(out).all() and (out[0, 0, 0] == 0).all()
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all()
+
+
+@pytest.mark.parametrize(("name", "params"), [("cosine", ["log_temperature"]), ("additive", ["W", "U", "v"])])
+def test_gradients_reach_learned_parameters(name, params):
+    score = make_score(name, NH, HS)
+    q, k = (t.requires_grad_(True) for t in random_qk(dtype=torch.float32))
+    (score(q, k) * torch.randn(B, NH, TQ, TK)).sum().backward()
+    named = dict(score.named_parameters())
+    assert set(named) == set(params)
+    for p in params:
+        grad = named[p].grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, p
+    assert q.grad.abs().sum() > 0 and k.grad.abs().sum() > 0
+
+
+def test_parameter_shapes():
+    additive = make_score("additive", NH, HS)
+    assert additive.W.shape == additive.U.shape == (NH, HS, HS)
+    assert additive.v.shape == (NH, HS)
+    assert make_score("cosine", NH, HS).log_temperature.shape == (NH,)
+    for name in ("scaled_dot", "dot", "squared_dot"):
+        assert not list(make_score(name, NH, HS).parameters())
+
+
+def test_every_score_has_its_registry_name():
+    for name, cls in SCORES.items():
+        assert cls.name == name and make_score(name, NH, HS).name == name
+
+
+def test_unknown_score_lists_valid_names():
+    with pytest.raises(ValueError) as info:
+        make_score("dotty", NH, HS)
+    for name in ("scaled_dot", "dot", "squared_dot", "cosine", "additive"):
+        assert name in str(info.value)
+    with pytest.raises(ValueError, match="head_size"):
+        make_score("dot", NH, 0)
