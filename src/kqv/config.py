@@ -8,6 +8,7 @@ rejected, never ignored. Presets live in `kqv/presets/*.toml`, each with a
 """
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -64,6 +65,8 @@ class GPTConfig:
             raise ConfigError(f"unknown score {self.score!r}; choose one of {', '.join(SCORES)}")
         if self.pos_encoding not in POSITIONAL:
             raise ConfigError(f"unknown pos_encoding {self.pos_encoding!r}; choose one of {', '.join(POSITIONAL)}")
+        if self.pos_encoding == "sinusoidal" and self.n_embd % 2:
+            raise ConfigError(f"sinusoidal positions need an even n_embd (sin and cos pairs), got {self.n_embd}")
         if self.pos_encoding == "rope" and self.head_size % 2:
             raise ConfigError(f"rope needs an even head size, got n_embd / n_head = {self.head_size}")
         try:
@@ -100,6 +103,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_positive(self, "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters")
         for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)!r}")
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be ≥ 0, got {getattr(self, name)!r}")
         if self.lr <= 0:

@@ -31,6 +31,22 @@ def register(groups) -> None:
     digits.add_argument("--repeats", type=positive_int, default=3, help="best of N epochs (default 3)")
     add_json_flag(digits)
 
+    gpt = add_command(
+        sub,
+        "gpt",
+        "GPT training ms/iteration and tokens/s; sampling tokens/s with and without the KV cache",
+        "  kqv bench gpt                                  # the default (main-job) model\n"
+        "  kqv bench gpt --preset nanogpt-cpu --tokens 500 --json\n",
+        run_gpt,
+    )
+    gpt.add_argument("--preset", default="default", help="model and batch shape to time (default: default)")
+    gpt.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    gpt.add_argument("--iters", type=positive_int, default=10, help="timed training steps (default 10)")
+    gpt.add_argument("--tokens", type=positive_int, default=500, help="new tokens to sample (default 500)")
+    gpt.add_argument("--vocab-size", type=positive_int, default=65, help="vocabulary (default 65, tiny Shakespeare)")
+    gpt.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add_json_flag(gpt)
+
 
 def run_digits(args) -> None:
     import numpy as np
@@ -59,3 +75,23 @@ def run_digits(args) -> None:
         results.append(as_dict(r))
     if args.json:
         emit_json({"command": "bench digits", "data": data.source, "machine": info, "results": results})
+
+
+def run_gpt(args) -> None:
+    from kqv.bench.gpt import bench_gpt, machine_info
+    from kqv.config import GPTConfig, from_dict
+    from kqv.train.gpt_run import pick_device, resolve_configs
+
+    device = pick_device(args.device)
+    model_table, train_cfg = resolve_configs(args.preset, args.overrides, args.vocab_size)
+    model_cfg = from_dict(GPTConfig, {**model_table, "vocab_size": args.vocab_size})
+    info = machine_info(device)
+    print(f"GPT preset {args.preset} on {device}: {info}")
+    r = bench_gpt(model_cfg, train_cfg, args.preset, device, iters=args.iters, sample_tokens=args.tokens)
+    print(f"model: {r.parameters:,} parameters, batch {r.batch_size} x {r.block_size} tokens")
+    print(f"train:  {r.train_ms_per_iter:8.1f} ms/iteration  {r.train_tokens_per_second:10,.0f} tokens/s")
+    print(f"sample: {r.sample_tokens_per_second_cached:8,.0f} tokens/s with the KV cache, "
+          f"{r.sample_tokens_per_second_uncached:,.0f} without: {r.cache_speedup:.1f}x "
+          f"({r.sample_tokens} greedy tokens; same tokens: {r.same_tokens})")  # fmt: skip
+    if args.json:
+        emit_json({"command": "bench gpt", "machine": info, **r.to_dict()})

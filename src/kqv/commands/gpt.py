@@ -107,8 +107,8 @@ def run_sample(args) -> None:
 
     if args.temperature < 0:
         raise UserError(f"--temperature must be ≥ 0, got {args.temperature}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.top_p is not None and not 0 <= args.top_p <= 1:
+        raise UserError(f"--top-p must be in [0, 1], got {args.top_p}")
     run = load_run(args.run, pick_device(args.device))
     prompt = run.tokenizer.encode(args.prompt)
     if not prompt:

@@ -30,6 +30,10 @@ def window_start(n_tokens: int, block_size: int) -> int:
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
     """(B, V) logits -> (B, V) logits with excluded tokens at -inf, scaled by 1/temperature."""
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be ≥ 1, got {top_k}")
+    if top_p is not None and not 0.0 <= top_p <= 1.0:
+        raise ValueError(f"top_p must be in [0, 1], got {top_p}")
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)

@@ -60,7 +60,16 @@ class GPT(nn.Module):
 
     def new_cache(self, batch: int, max_len: int | None = None, device=None, dtype=None) -> KVCache:
         c = self.config
-        return KVCache(c.n_layer, batch, c.n_head, max_len or c.block_size, c.head_size, device, dtype)
+        weight = self.tok_emb.weight  # the cache holds k and v in the model's own dtype and device by default
+        return KVCache(
+            c.n_layer,
+            batch,
+            c.n_head,
+            max_len or c.block_size,
+            c.head_size,
+            device or weight.device,
+            dtype or weight.dtype,
+        )
 
     def forward(
         self,

@@ -1,0 +1,150 @@
+"""The learning-rate schedule (warm-up + cosine) and which parameters get weight decay."""
+
+import math
+from itertools import pairwise
+
+import pytest
+import torch
+from torch import nn
+
+from kqv.config import GPTConfig
+from kqv.models.gpt import GPT
+from kqv.train.optim import decay_groups, learning_rate, make_optimizer
+
+LR, MIN_LR, WARMUP, DECAY = 1e-3, 1e-4, 10, 110
+
+
+def lr_at(step: int, warmup: int = WARMUP, decay_iters: int = DECAY) -> float:
+    return learning_rate(step, LR, MIN_LR, warmup, decay_iters)
+
+
+# -- learning_rate ---------------------------------------------------------------------------
+
+
+def test_warmup_is_linear_and_starts_above_zero():
+    rates = [lr_at(s) for s in range(WARMUP)]
+    assert rates[0] == pytest.approx(LR / WARMUP) and rates[0] > 0
+    assert rates == pytest.approx([LR * (s + 1) / WARMUP for s in range(WARMUP)], rel=1e-12)
+    steps = [b - a for a, b in pairwise(rates)]
+    assert steps == pytest.approx([LR / WARMUP] * (WARMUP - 1), rel=1e-9)  # equal increments: linear
+
+
+def test_without_warmup_step_zero_already_gets_the_full_rate():
+    assert lr_at(0, warmup=0) == pytest.approx(LR)
+
+
+def test_warmup_reaches_the_peak_and_the_cosine_starts_there():
+    assert lr_at(WARMUP - 1) == pytest.approx(LR, rel=1e-12)  # last warm-up step
+    assert lr_at(WARMUP) == pytest.approx(LR, rel=1e-12)  # first cosine step, progress 0
+    assert max(lr_at(s) for s in range(DECAY + 20)) == pytest.approx(LR, rel=1e-12)
+
+
+def test_cosine_halfway_is_the_mean_of_peak_and_floor():
+    half = WARMUP + (DECAY - WARMUP) // 2
+    assert lr_at(half) == pytest.approx((LR + MIN_LR) / 2, rel=1e-12)
+    quarter = WARMUP + (DECAY - WARMUP) // 4
+    assert lr_at(quarter) == pytest.approx(MIN_LR + 0.5 * (1 + math.cos(math.pi / 4)) * (LR - MIN_LR), rel=1e-12)
+
+
+def test_cosine_decays_monotonically_to_min_lr_and_stays_there():
+    decaying = [lr_at(s) for s in range(WARMUP, DECAY + 1)]
+    assert all(b < a for a, b in pairwise(decaying))
+    assert all(r >= MIN_LR for r in decaying)
+    assert lr_at(DECAY - 1) > MIN_LR
+    assert lr_at(DECAY) == pytest.approx(MIN_LR, rel=1e-12)
+    assert [lr_at(s) for s in (DECAY + 1, DECAY + 50, 10 * DECAY)] == pytest.approx([MIN_LR] * 3, rel=1e-12)
+
+
+# -- decay_groups --------------------------------------------------------------------------
+
+
+def tiny_gpt(**overrides) -> GPT:
+    torch.manual_seed(0)
+    config = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8, bias=True)
+    return GPT(GPTConfig(**{**config, **overrides}))
+
+
+def group_names(model: nn.Module, groups: list[dict]) -> tuple[list[str], list[str]]:
+    name_of = {id(p): n for n, p in model.named_parameters()}  # a tied parameter once, by its first name
+    return [name_of[id(p)] for p in groups[0]["params"]], [name_of[id(p)] for p in groups[1]["params"]]
+
+
+def test_linear_matrices_decay_and_biases_norms_embeddings_do_not():
+    model = tiny_gpt()
+    groups = decay_groups(model, 0.1)
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+    decay, no_decay = group_names(model, groups)
+    linear = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)} - {"lm_head.weight"}
+    assert set(decay) == linear
+    assert all(n.startswith("blocks.") and n.endswith("weight") for n in decay)
+    assert "tok_emb.weight" in no_decay  # the tied LM head is this same matrix
+    assert "positional.embedding.weight" in no_decay
+    assert {n for n in no_decay if "ln" in n and n.endswith(".weight")} == {
+        "blocks.0.ln_1.weight", "blocks.0.ln_2.weight", "blocks.1.ln_1.weight", "blocks.1.ln_2.weight", "ln_f.weight"
+    }  # fmt: skip
+    biases = {n for n, _ in model.named_parameters() if n.endswith(".bias")}
+    assert biases and biases <= set(no_decay)
+    for p in groups[0]["params"]:
+        assert p.dim() == 2
+
+
+def test_the_tied_head_is_counted_once_and_not_decayed():
+    model = tiny_gpt()
+    assert model.lm_head.weight is model.tok_emb.weight
+    decay, no_decay = decay_groups(model, 0.1)
+    tied = model.tok_emb.weight
+    assert sum(p is tied for p in decay["params"]) == 0
+    assert sum(p is tied for p in no_decay["params"]) == 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"bias": False},
+        {"pos_encoding": "sinusoidal"},
+        {"pos_encoding": "rope"},
+        {"pos_encoding": "alibi", "score": "cosine"},
+        {"score": "additive"},
+    ],
+    ids=["bias", "no-bias", "sinusoidal", "rope", "alibi-cosine", "additive"],
+)
+def test_every_parameter_is_in_exactly_one_group(overrides):
+    model = tiny_gpt(**overrides)
+    groups = decay_groups(model, 0.1)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids))  # nothing twice
+    assert set(ids) == {id(p) for p in model.parameters()}  # nothing left out
+    assert sum(p.numel() for g in groups for p in g["params"]) == model.num_parameters()
+
+
+def test_an_embedding_tied_into_an_earlier_linear_is_still_not_decayed():
+    class Tied(nn.Module):  # the Linear is registered before the Embedding it shares a weight with
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(4, 6, bias=True)
+            self.emb = nn.Embedding(6, 4)
+            self.head.weight = self.emb.weight
+            self.mix = nn.Linear(4, 4)
+
+    model = Tied()
+    decay, no_decay = decay_groups(model, 0.5)
+    assert [p is model.mix.weight for p in decay["params"]] == [True]
+    assert len(no_decay["params"]) == 3  # the shared matrix once, both biases
+
+
+def test_frozen_parameters_are_left_out():
+    model = tiny_gpt()
+    model.blocks[0].attn.query.weight.requires_grad_(False)
+    groups = decay_groups(model, 0.1)
+    assert all(p is not model.blocks[0].attn.query.weight for g in groups for p in g["params"])
+
+
+def test_make_optimizer_uses_the_groups():
+    model = tiny_gpt()
+    opt = make_optimizer(model, 3e-4, 0.1, (0.9, 0.95), "cpu")
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    assert all(g["lr"] == 3e-4 and tuple(g["betas"]) == (0.9, 0.95) for g in opt.param_groups)
+    expected = [[id(p) for p in g["params"]] for g in decay_groups(model, 0.1)]
+    assert [[id(p) for p in g["params"]] for g in opt.param_groups] == expected
