@@ -22,6 +22,7 @@ import torch
 
 from kqv.cli import main
 from kqv.data.text import read_corpus
+from kqv.train.checkpoint import read_safetensors
 from kqv.train.loop import LOG_FIELDS, read_log
 from kqv.train.optim import learning_rate
 
@@ -274,11 +275,6 @@ def test_bad_input_in_real_processes(run, tmp_path):
     assert snapshot(run[0]) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train_gpt writes config.json and tokenizer.json before the corpus is found too short, so the "
-    "failed --out counts as a run: the same --out is then refused and --resume fails too",
-)
 def test_a_run_that_fails_to_start_leaves_its_out_dir_free(tmp_path, capsys):
     out = tmp_path / "run"
     (tmp_path / "short.txt").write_text("To be, or not to be.")
@@ -301,7 +297,9 @@ def test_a_run_killed_with_sigkill_resumes_to_the_end(tmp_path):
     out = tmp_path / "run"
     args = ("gpt", "train", "--preset", "tiny", "--device", "cpu", "--out", out)
     settings = ("--set", "train.max_iters=400", "--set", "train.eval_interval=20")
-    proc = subprocess.Popen(command(*args, *settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    proc = subprocess.Popen(
+        command(*args, *settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=tmp_path
+    )
     try:
         deadline = time.monotonic() + 120
         while not ((out / "trainer.safetensors").is_file() and logged_steps(out)[-1:] >= [60]):
@@ -316,16 +314,16 @@ def test_a_run_killed_with_sigkill_resumes_to_the_end(tmp_path):
             proc.wait()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
-    killed_at = logged_steps(out)[-1]
-    assert 60 <= killed_at < 400
+    logged = logged_steps(out)
+    state_step = read_safetensors(out / "trainer.safetensors")[1]["step"]
+    assert logged[-1] >= 60 and state_step < 400 and abs(state_step - logged[-1]) <= 20  # killed mid-run
     left_by_the_kill = set(out.rglob(".*.tmp"))  # non-empty only if the kill hit a write (see test_resume)
 
     resumed = kqv("gpt", "train", "--resume", out, "--device", "cpu", "--json", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming" in resumed.stdout
+    assert f"resuming {out} at step {state_step} of 400" in resumed.stdout
     summary = last_json(resumed.stdout)
     assert summary["steps"] == 400 and math.isfinite(summary["best_val_loss"])
-    steps = logged_steps(out)
-    assert steps[-1] == 400 and steps == sorted(set(steps)) and all(s % 20 == 0 for s in steps)
-    assert set(range(killed_at, 401, 20)) <= set(steps)
+    # reaches 400, nothing repeated (a kill between trainer.safetensors and log.csv loses a row: see test_resume)
+    assert logged_steps(out) == [s for s in logged if s <= state_step] + list(range(state_step + 20, 401, 20))
     assert set(out.rglob(".*.tmp")) <= left_by_the_kill

@@ -181,11 +181,6 @@ def test_trainer_state_without_optimizer_tensors_is_a_loud_error(trained):
         make_trainer(trained.run_dir).restore()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_optimizer only checks that *some* optim.* tensor exists: one parameter's moments "
-    "missing are silently re-initialised, one missing key fails later with a KeyError",
-)
 @pytest.mark.parametrize("drop", ["one parameter", "one key"])
 def test_partly_missing_optimizer_state_is_a_loud_error(trained, drop):
     path = trained.run_dir / "trainer.safetensors"

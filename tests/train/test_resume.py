@@ -119,12 +119,6 @@ def test_resume_refuses_new_settings(uninterrupted):
         train_gpt(resume=str(run_dir.parent / "missing"), device="cpu", say=quiet)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UserError,
-    reason="the state saved after the step-0 evaluation has no optimizer tensors (AdamW has none yet), "
-    "and load_optimizer rejects it: a run killed before its first eval_interval cannot be resumed",
-)
 def test_a_run_stopped_before_its_first_evaluation_can_resume(corpus, uninterrupted, tmp_path):
     reference, reference_dir = uninterrupted
     run_dir = tmp_path / "run"
@@ -138,11 +132,6 @@ class Killed(BaseException):
     """Stands in for SIGKILL: nothing in kqv catches it."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Trainer._evaluate_and_save writes trainer.safetensors before log.csv: killed between the two, "
-    "the resumed run starts after the eval whose log row was never written, and that row is lost",
-)
 def test_killed_between_the_state_and_the_log_loses_no_log_row(corpus, uninterrupted, monkeypatch, tmp_path):
     """Kill the run right after the first of {trainer.safetensors, log.csv} is written at step 20."""
     reference, reference_dir = uninterrupted
@@ -171,11 +160,6 @@ def test_killed_between_the_state_and_the_log_loses_no_log_row(corpus, uninterru
     assert_same_final_state(reference_dir, run_dir)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="atomic_write_bytes leaves its .NAME.*.tmp behind when the process is killed mid-write, "
-    "and nothing (resume included) removes such leftovers",
-)
 def test_resume_removes_temp_files_left_by_a_kill(corpus, tmp_path):
     run_dir = tmp_path / "run"
     train(corpus, run_dir, stop_at=10)

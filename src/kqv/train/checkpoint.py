@@ -90,21 +90,38 @@ def save_weights(path: Path, model: nn.Module, meta: dict | None = None) -> Path
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """AdamW state as flat tensors 'optim.{param index}.{exp_avg|exp_avg_sq|step}' + JSON param groups."""
+    """AdamW state as flat tensors 'optim.{param index}.{exp_avg|exp_avg_sq|step}' + JSON param groups.
+
+    Before the first step AdamW has no state; `n_states` records how many parameters have one,
+    so a resume can tell "nothing yet" from "lost".
+    """
     state = optimizer.state_dict()
     tensors = {}
     for index, entry in state["state"].items():
         for key, value in entry.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().clone().cpu()
-    return tensors, {"param_groups": state["param_groups"]}
+    keys = sorted({k for entry in state["state"].values() for k in entry})
+    return tensors, {"param_groups": state["param_groups"], "n_states": len(state["state"]), "keys": keys}
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict, where: str) -> None:
-    if "optimizer" not in meta or not any(k.startswith("optim.") for k in tensors):
+    """Restore AdamW exactly; any missing piece of its state is a loud error, never a silent reset."""
+    info = meta.get("optimizer")
+    if not info or "n_states" not in info:
         raise UserError(f"{where}: no optimizer state in the checkpoint; it cannot resume exactly")
+    indices = [i for group in info["param_groups"] for i in group["params"]]
+    expected_states = len(indices) if info["n_states"] else 0
+    if expected_states and not any(k.startswith("optim.") for k in tensors):
+        raise UserError(f"{where}: no optimizer state in the checkpoint; it cannot resume exactly")
+    if info["n_states"] != expected_states:
+        raise UserError(f"{where}: optimizer state covers {info['n_states']} of {len(indices)} parameters")
     state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    for index in indices[:expected_states]:
+        entry = {}
+        for key in info["keys"]:
+            name = f"optim.{index}.{key}"
+            if name not in tensors:
+                raise UserError(f"{where}: optimizer state {name} is missing; it cannot resume exactly")
+            entry[key] = tensors[name]
+        state[index] = entry
+    optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})

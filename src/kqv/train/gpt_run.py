@@ -107,6 +107,8 @@ def train_gpt(
         model_cfg = from_dict(GPTConfig, info["model"], f"{run_dir}/config.json model")
         train_cfg = from_dict(TrainConfig, info["train"], f"{run_dir}/config.json train")
         corpus = read_corpus(info["data"]["path"])
+        if corpus.sha256 != info["data"]["sha256"]:
+            raise UserError(f"--resume {run_dir}: the corpus {corpus.source} has changed since the run started")
         tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     else:
         overrides = list(overrides or [])
@@ -128,19 +130,7 @@ def train_gpt(
             model_cfg = from_dict(GPTConfig, {**model_table, "vocab_size": tokenizer.vocab_size}, "model config")
         except ConfigError as exc:
             raise UserError(str(exc)) from None
-        info = {
-            "kqv_version": __version__,
-            "kind": "gpt",
-            "preset": preset,
-            "model": to_dict(model_cfg),
-            "train": to_dict(train_cfg),
-            "data": {"path": data, "source": corpus.source, "sha256": corpus.sha256},
-            "tokenizer": {"kind": train_cfg.tokenizer, "fingerprint": tokenizer.fingerprint()},
-        }
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_tokenizer(tokenizer, run_dir / "tokenizer.json")
-        atomic_write_bytes(run_dir / "config.json", (json.dumps(info, indent=2) + "\n").encode())
-
+    run_dir.mkdir(parents=True, exist_ok=True)
     tokens = prepare_tokens(corpus, tokenizer, run_dir / "data")
     T, B = model_cfg.block_size, train_cfg.batch_size
     sampler = BatchSampler(tokens.train, T, B, train_cfg.seed, name="training")
@@ -148,6 +138,23 @@ def train_gpt(
         "train": fixed_batches(tokens.train, T, B, train_cfg.eval_iters, train_cfg.seed + 1, name="training"),
         "val": fixed_batches(tokens.val, T, B, train_cfg.eval_iters, train_cfg.seed + 2, name="validation"),
     }
+    if resume is None:  # only once the data is known to be usable: a failed start leaves no half-made run
+        info = {
+            "kqv_version": __version__,
+            "kind": "gpt",
+            "preset": preset,
+            "model": to_dict(model_cfg),
+            "train": to_dict(train_cfg),
+            "data": {
+                "path": str(Path(data).resolve()) if data is not None else None,
+                "source": corpus.source,
+                "sha256": corpus.sha256,
+            },
+            "tokenizer": {"kind": train_cfg.tokenizer, "fingerprint": tokenizer.fingerprint()},
+        }
+        save_tokenizer(tokenizer, run_dir / "tokenizer.json")
+        atomic_write_bytes(run_dir / "config.json", (json.dumps(info, indent=2) + "\n").encode())
+
     torch.manual_seed(train_cfg.seed)
     model = GPT(model_cfg).to(device)
     compiled = torch.compile(model) if compile_model else None

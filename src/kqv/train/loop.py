@@ -99,6 +99,9 @@ class Trainer:
         write_safetensors(self.run_dir / "trainer.safetensors", tensors, meta)
 
     def restore(self) -> None:
+        for folder in (self.run_dir, self.run_dir / "data"):  # leftovers of writes a kill interrupted
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
         path = self.run_dir / "trainer.safetensors"
         tensors, meta = read_safetensors(path)
         if "step" not in meta or "sampler" not in meta:
@@ -139,7 +142,7 @@ class Trainer:
         step_losses: list[float] = []
         bar = progress_bar(cfg.max_iters, "train", unit="step")
         bar.update(self.step)
-        if self.step == 0:
+        if self.step == 0 and not self.log:
             self._evaluate_and_save(lr=learning_rate(0, cfg.lr, cfg.min_lr, cfg.warmup_iters, decay_iters))
         while self.step < last:
             lr = learning_rate(self.step, cfg.lr, cfg.min_lr, cfg.warmup_iters, decay_iters)
@@ -205,8 +208,8 @@ class Trainer:
         if improved:
             self.best_val = row["val_loss"]
             save_weights(self.run_dir / "model.safetensors", self.model, {"step": self.step, "val_loss": self.best_val})
+        write_log(self.run_dir / "log.csv", self.log)  # the log first: a resume drops rows past the saved step
         self.save_state()
-        write_log(self.run_dir / "log.csv", self.log)
         self.say(
             f"step {self.step:>5}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
             f"lr {lr:.2e}  {row['tokens_per_s']:,.0f} tok/s  {row['elapsed_s']:.1f} s" + ("  *best" if improved else "")
