@@ -91,6 +91,7 @@ class TrainConfig:
     warmup_iters: int = 100  # linear warm-up from 0 to lr
     lr_decay_iters: int = 0  # cosine from lr to min_lr ends here (0: at max_iters)
     weight_decay: float = 0.1  # AdamW, matrices only
+    decay_embeddings: bool = False  # decay the embedding tables too (nanoGPT decays every 2-D tensor)
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0: no clipping

@@ -131,6 +131,20 @@ def test_initial_loss_is_about_ln_vocab():
     assert abs(loss - math.log(65)) < 0.3, loss
 
 
+def test_init_is_gpt2s_small_normal_with_scaled_residual_projections():
+    """normal(0, 0.02) everywhere; the two projections that write into the residual stream get
+    0.02/√(2·n_layer), and nothing else does (the Q/K/V projection `in_proj` is not one of them)."""
+    L = 4
+    model = GPT(GPTConfig(vocab_size=65, block_size=64, n_layer=L, n_head=4, n_embd=256))
+    residual = 0.02 / math.sqrt(2 * L)
+    for name, p in model.named_parameters():
+        if p.dim() < 2:
+            continue
+        expected = residual if name.endswith(("attn.proj.weight", "mlp.proj.weight")) else 0.02
+        assert abs(p.std().item() - expected) < 0.1 * expected, (name, p.std().item(), expected)
+        assert abs(p.mean().item()) < 0.1 * expected, name
+
+
 @pytest.mark.parametrize("pos", list(POSITIONAL))
 def test_block_size_is_the_longest_input(pos):
     model = tiny_gpt(pos_encoding=pos).eval()

@@ -209,9 +209,8 @@ def test_mha_matches_a_numpy_reference_with_its_own_weights():
     res = m(x, key_padding=padding(), need_pattern=True)
     W = {n: p.detach().double().numpy() for n, p in m.named_parameters()}
     xs = x.double().numpy()
-    q = xs @ W["query.weight"].T + W["query.bias"]  # (B, T, C)
-    kv = xs @ W["key_value.weight"].T + W["key_value.bias"]  # (B, T, 2C)
-    k, v = kv[..., :C], kv[..., C:]
+    qkv = xs @ W["in_proj.weight"].T + W["in_proj.bias"]  # (B, T, 3C): row blocks W_Q, W_K, W_V
+    q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
 
     def heads(a):
         return torch.from_numpy(a.reshape(B, T, NH, HS).transpose(0, 2, 1, 3).copy())  # (B, nh, T, hs)
@@ -240,6 +239,27 @@ def test_mha_fast_path_is_used_for_plain_causal_training(monkeypatch):
     calls = count_sdpa(monkeypatch)
     mha()(x_input())
     assert len(calls) == 1 and calls[0].get("is_causal") is True
+
+
+@pytest.mark.parametrize("cross", [False, True], ids=["self", "cross"])
+def test_mha_equals_torch_multihead_attention_with_the_same_weights(cross):
+    """torch.nn.MultiheadAttention keeps W_Q, W_K, W_V as row blocks of one in_proj_weight, as kqv does."""
+    S = 7 if cross else T
+    m = mha("none", bias=True)
+    x, context = x_input(4), x_input(5, t=S)
+    key_padding = torch.zeros(B, S, dtype=torch.bool)
+    key_padding[0, -2:] = True
+    ref = torch.nn.MultiheadAttention(C, NH, bias=True, batch_first=True).eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(m.in_proj.weight)
+        ref.in_proj_bias.copy_(m.in_proj.bias)
+        ref.out_proj.weight.copy_(m.proj.weight)
+        ref.out_proj.bias.copy_(m.proj.bias)
+    source = context if cross else x
+    expected, expected_pattern = ref(x, source, source, key_padding_mask=key_padding, average_attn_weights=False)
+    got = m(x, context=context if cross else None, key_padding=key_padding, need_pattern=True)
+    torch.testing.assert_close(got.out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.pattern, expected_pattern, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("pad", [False, True], ids=["no_pad", "key_pad"])
@@ -331,4 +351,4 @@ def test_every_score_mask_and_position_trains_with_finite_gradients(score, mask,
         for name, p in m.named_parameters():
             assert p.grad is not None, name
             assert torch.isfinite(p.grad).all(), name
-        assert m.query.weight.grad.abs().sum() > 0  # the scores, hence q, shape the output
+        assert m.in_proj.weight.grad.abs().sum() > 0  # the scores, hence q, shape the output

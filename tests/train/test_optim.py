@@ -133,11 +133,20 @@ def test_an_embedding_tied_into_an_earlier_linear_is_still_not_decayed():
     assert len(no_decay["params"]) == 3  # the shared matrix once, both biases
 
 
+def test_decay_embeddings_decays_every_matrix_as_nanogpt_does():
+    model = tiny_gpt()
+    decay, no_decay = decay_groups(model, 0.1, decay_embeddings=True)
+    assert {id(p) for p in decay["params"]} == {id(p) for p in model.parameters() if p.dim() >= 2}
+    assert {id(p) for p in no_decay["params"]} == {id(p) for p in model.parameters() if p.dim() < 2}
+    plain, _ = decay_groups(model, 0.1)
+    assert len(decay["params"]) == len(plain["params"]) + 2  # + token and position tables
+
+
 def test_frozen_parameters_are_left_out():
     model = tiny_gpt()
-    model.blocks[0].attn.query.weight.requires_grad_(False)
+    model.blocks[0].attn.in_proj.weight.requires_grad_(False)
     groups = decay_groups(model, 0.1)
-    assert all(p is not model.blocks[0].attn.query.weight for g in groups for p in g["params"])
+    assert all(p is not model.blocks[0].attn.in_proj.weight for g in groups for p in g["params"])
 
 
 def test_make_optimizer_uses_the_groups():

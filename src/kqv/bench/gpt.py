@@ -4,7 +4,8 @@ Training: ms per optimiser step and tokens/s on random token batches of the
 preset's shape (the data pipeline is not what is measured), after warm-up steps.
 Sampling: the same weights generate the same greedy tokens twice, once feeding
 only the newest token through a KV cache, once re-reading the whole context
-every step; both are timed in the same run and the tokens must agree.
+every step; both are timed in the same run (three interleaved rounds, median)
+and the tokens must agree.
 """
 
 import platform
@@ -51,10 +52,12 @@ def bench_gpt(
     iters: int = 10,
     warmup: int = 3,
     sample_tokens: int = 500,
+    sample_repeats: int = 3,
 ) -> GPTBench:
     torch.manual_seed(0)
     model = GPT(model_cfg).to(device)
-    optimizer = make_optimizer(model, train_cfg.lr, train_cfg.weight_decay, (train_cfg.beta1, train_cfg.beta2), device)
+    betas = (train_cfg.beta1, train_cfg.beta2)
+    optimizer = make_optimizer(model, train_cfg.lr, train_cfg.weight_decay, betas, device, train_cfg.decay_embeddings)
     B, T, V = train_cfg.batch_size, model_cfg.block_size, model_cfg.vocab_size
     x = torch.randint(0, V, (B, T), device=device)  # (B, T)
     y = torch.randint(0, V, (B, T), device=device)  # (B, T)
@@ -74,14 +77,17 @@ def bench_gpt(
 
     model.eval()
     prompt = [0]
-    rates, outputs = {}, {}
+    rates, outputs = {True: [], False: []}, {}
     for use_cache in (True, False):
         list(generate(model, prompt, 8, temperature=0, use_cache=use_cache))  # warm-up
-        _sync(device)
-        started = time.perf_counter()
-        outputs[use_cache] = list(generate(model, prompt, sample_tokens, temperature=0, use_cache=use_cache))
-        _sync(device)
-        rates[use_cache] = sample_tokens / (time.perf_counter() - started)
+    for _ in range(sample_repeats):  # interleaved, so a noisy neighbour slows both alike
+        for use_cache in (True, False):
+            _sync(device)
+            started = time.perf_counter()
+            outputs[use_cache] = list(generate(model, prompt, sample_tokens, temperature=0, use_cache=use_cache))
+            _sync(device)
+            rates[use_cache].append(sample_tokens / (time.perf_counter() - started))
+    rates = {use_cache: sorted(r)[len(r) // 2] for use_cache, r in rates.items()}  # medians
     return GPTBench(
         preset=preset,
         device=device,

@@ -16,6 +16,7 @@ uncached decoding see the same context and give the same logits.
 """
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -61,7 +62,18 @@ def next_token(
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-@torch.no_grad()
+@contextmanager
+def cpu_threads(n: int | None):
+    """Run with n intra-op threads (None: leave as is), restoring the setting afterwards."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def generate(
     model,
     prompt: list[int],
@@ -73,9 +85,20 @@ def generate(
     use_cache: bool = True,
     return_logits: bool = False,
 ) -> Iterator[int] | Iterator[tuple[int, torch.Tensor]]:
-    """Yield new token ids one by one (with their (V,) logits if `return_logits`)."""
+    """Yield new token ids one by one (with their (V,) logits if `return_logits`).
+
+    On the CPU, cached decoding runs on one thread: a one-token step is too small to split,
+    and waking a second thread costs more than it saves (measured by `kqv bench gpt`).
+    """
     if not prompt:
         raise ValueError("the prompt must hold at least one token")
+    device = next(model.parameters()).device
+    one_thread = use_cache and device.type == "cpu"
+    with cpu_threads(1 if one_thread else None), torch.inference_mode():
+        yield from _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, return_logits)
+
+
+def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, return_logits):
     model.eval()
     device = next(model.parameters()).device
     block = model.config.block_size

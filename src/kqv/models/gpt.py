@@ -43,7 +43,7 @@ class GPT(nn.Module):
         self.lm_head.weight = self.tok_emb.weight  # tied: one (V, C) matrix reads and writes tokens
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
-            if name.endswith("proj.weight"):  # residual projections, scaled as in GPT-2
+            if name.endswith(".proj.weight"):  # the residual projections (attn.proj, mlp.proj), scaled as in GPT-2
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
 
     @staticmethod
@@ -88,7 +88,8 @@ class GPT(nn.Module):
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         x = self.tok_emb(idx)  # (B, T) -> (B, T, C)
         x = self.positional.add_to_embeddings(x, pos)  # learned / sinusoidal; identity for rope, alibi, none
-        x = self.drop(x)
+        if self.training:
+            x = self.drop(x)
         patterns = []
         for i, block in enumerate(self.blocks):
             x, attn = block(x, cache.layers[i] if cache is not None else None, start, need_patterns, self.positional)

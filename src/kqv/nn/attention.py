@@ -83,14 +83,28 @@ class MultiHeadAttention(nn.Module):
         if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
         self.n_head, self.head_size = n_head, n_embd // n_head
-        self.query = nn.Linear(n_embd, n_embd, bias=bias)
-        self.key_value = nn.Linear(n_embd, 2 * n_embd, bias=bias)
+        # one (3C, C) projection whose row blocks are W_Q, W_K, W_V: a single matmul per step
+        self.in_proj = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.score = make_score(score, n_head, self.head_size)
         self.mask_name = mask
         self.mask = parse_mask(mask)
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
+
+    def project_qkv(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """x: (B, T, C), context: (B, Tk, C) | None -> q (B, nh, T, hs), k and v (B, nh, Tk, hs), heads split.
+
+        Tk = T for self-attention."""
+        B, T, C = x.shape
+        if context is None:
+            qkv = self.in_proj(x).view(B, T, 3, self.n_head, self.head_size)  # (B, T, 3C) -> (B, T, 3, nh, hs)
+            return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B, nh, T, hs)
+        w, b = self.in_proj.weight, self.in_proj.bias  # (3C, C), (3C,) | None
+        q = F.linear(x, w[:C], None if b is None else b[:C])  # (B, T, C)
+        kv = F.linear(context, w[C:], None if b is None else b[C:])  # (B, Tk, 2C)
+        kv = kv.view(B, -1, 2, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)  # (2, B, nh, Tk, hs)
+        return (self.split_heads(q), *kv.unbind(0))
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -113,28 +127,31 @@ class MultiHeadAttention(nn.Module):
         by all layers) may rotate q and k (RoPE) or add a bias to the scores (ALiBi).
         """
         B, T, C = x.shape
-        source = x if context is None else context  # (B, Tk_new, C)
-        q = self.split_heads(self.query(x))  # (B, T, C) -> (B, nh, T, hs)
-        k, v = self.key_value(source).split(C, dim=2)  # 2 × (B, Tk_new, C)
-        k, v = self.split_heads(k), self.split_heads(v)  # 2 × (B, nh, Tk_new, hs)
+        q, k, v = self.project_qkv(x, context)  # (B, nh, T, hs), 2 × (B, nh, Tk_new, hs)
 
-        q_pos = torch.arange(start, start + T, device=x.device)  # (T,)
         is_self = context is None
-        if is_self and positional is not None:
+        # positions are built only where something reads them (rope, alibi, a mask tensor)
+        in_scores = is_self and positional is not None and positional.kind in ("rotary", "bias")
+        q_pos = torch.arange(start, start + T, device=x.device) if in_scores else None  # (T,) start … start+T−1
+        if in_scores:
             q, k = positional.rotate(q, k, q_pos, q_pos)  # RoPE rotates the new q and k; identity otherwise
         if cache is not None:
             k, v = cache.append(k, v, start)  # (B, nh, start + T, hs) each
         Tk = k.shape[2]
-        k_pos = torch.arange(Tk, device=x.device)  # (Tk,) keys sit at positions 0 … Tk−1
+        k_pos = torch.arange(Tk, device=x.device) if in_scores else None  # (Tk,) keys sit at 0 … Tk−1
 
-        bias = positional.score_bias(q_pos, k_pos) if is_self and positional is not None else None
+        bias = positional.score_bias(q_pos, k_pos) if in_scores else None
         dropout_p = self.dropout if self.training else 0.0
         fast = self.score.fast_path_ok and not need_pattern and bias is None
-        plain_causal = is_self and self.mask.kind == "causal" and start == 0 and key_padding is None and Tk == T
-        if fast and plain_causal:  # the common training case: no mask tensor needed at all
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)  # (B, nh, T, hs)
-            pattern = None
+        # causal self-attention where the queries are the last T keys: from the start (training, prefill)
+        # or one new token (decoding with a cache, which sees every cached key): no mask tensor is needed
+        plain_causal = is_self and self.mask.kind == "causal" and key_padding is None and start + T == Tk
+        if fast and plain_causal and (start == 0 or T == 1):
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=start == 0 and T > 1)
+            pattern = None  # (B, nh, T, hs)
         else:
+            if is_self and q_pos is None:
+                q_pos, k_pos = torch.arange(start, start + T, device=x.device), torch.arange(Tk, device=x.device)
             allowed = allowed_positions(self.mask, q_pos, k_pos) if is_self else None  # (T, Tk) | None
             allowed = with_key_padding(allowed, key_padding)  # (B, 1, T, Tk) | (T, Tk) | None
             if fast and (allowed is None or bool(allowed.any(dim=-1).all())):  # (a fully masked row -> NaN there)
@@ -143,4 +160,7 @@ class MultiHeadAttention(nn.Module):
             else:
                 out, pattern = attention(q, k, v, self.score, allowed, bias, dropout_p)  # (B, nh, T, hs)
         out = out.transpose(1, 2).contiguous().view(B, T, C)  # merge heads: (B, nh, T, hs) -> (B, T, C)
-        return AttentionOutput(self.resid_dropout(self.proj(out)), pattern if need_pattern else None)
+        out = self.proj(out)  # (B, T, C)
+        if self.training:  # (skipped, not called, in eval: decoding pays for every call)
+            out = self.resid_dropout(out)
+        return AttentionOutput(out, pattern if need_pattern else None)

@@ -28,10 +28,10 @@ class LayerCache:
             raise ValueError(f"cache holds {self.length} positions; cannot append at position {start}")
         if end > self.k.shape[2]:
             raise ValueError(f"cache is full: {end} positions do not fit in {self.k.shape[2]}")
-        self.k[:, :, start:end] = k_new
-        self.v[:, :, start:end] = v_new
+        self.k.narrow(2, start, end - start).copy_(k_new)
+        self.v.narrow(2, start, end - start).copy_(v_new)
         self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)
 
 
 class KVCache:

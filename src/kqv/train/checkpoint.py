@@ -11,7 +11,7 @@
 
 Each file is written to a temporary name and renamed, so a run killed at any moment
 leaves every file whole: the old version or the new one. Weight names are the
-module's own (`blocks.0.attn.query.weight`), without `_orig_mod.` (torch.compile) or
+module's own (`blocks.0.attn.in_proj.weight`), without `_orig_mod.` (torch.compile) or
 `module.` (DDP) prefixes; the tied LM head is stored once, as the embedding.
 """
 

@@ -73,7 +73,9 @@ class Trainer:
             if amp_dtype is not None
             else nullcontext()
         )
-        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device)
+        self.optimizer = make_optimizer(
+            model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device, cfg.decay_embeddings
+        )
         self.step = 0
         self.best_val = math.inf
         self.train_seconds = 0.0

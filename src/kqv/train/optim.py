@@ -10,10 +10,16 @@ import torch
 from torch import nn
 
 
-def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two parameter groups: Linear weight matrices (decayed) and everything else (not)."""
+def decay_groups(model: nn.Module, weight_decay: float, decay_embeddings: bool = False) -> list[dict]:
+    """Two parameter groups: Linear weight matrices (decayed) and everything else (not).
+
+    With `decay_embeddings` the embedding tables (the tied LM head among them) are decayed
+    too, as nanoGPT does: it decays every parameter with two or more dimensions.
+    """
     decayed = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    if decay_embeddings:
+        decayed, embeddings = decayed | embeddings, set()
     decay, no_decay, seen = [], [], set()
     for p in model.parameters():  # a tied parameter appears once
         if id(p) in seen or not p.requires_grad:
@@ -23,8 +29,15 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], device: str):
-    groups = decay_groups(model, weight_decay)
+def make_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    device: str,
+    decay_embeddings: bool = False,
+):
+    groups = decay_groups(model, weight_decay, decay_embeddings)
     try:  # the fused kernel is fastest where the build has it (CUDA, and CPU in recent torch)
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
     except (RuntimeError, TypeError):
