@@ -28,7 +28,7 @@ from kqv.train.optim import learning_rate
 
 ENV = {**os.environ, "KQV_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}  # one thread: no contention on 2 cores
 SHAKESPEARE = read_corpus(None).text
-RUN_FILES = ["config.json", "log.csv", "model.safetensors", "tokenizer.json", "trainer.safetensors"]
+RUN_FILES = ["config.json", "log.csv", "loss.png", "model.safetensors", "tokenizer.json", "trainer.safetensors"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -99,6 +99,11 @@ def test_train_writes_the_run_files_and_ends_with_json(run):
     assert summary["best_val_loss"] < first_val - 0.3  # it learned something in 50 steps
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == RUN_FILES
     assert not list(out.rglob(".*.tmp"))
+    from PIL import Image
+
+    with Image.open(out / "loss.png") as plot:  # the loss curve is a real picture
+        assert plot.format == "PNG" and plot.width > 300 and plot.height > 200
+    assert summary["plot"] == str(out / "loss.png")
 
     lines = (out / "log.csv").read_text().splitlines()
     assert lines[0] == "step,train_loss,val_loss,lr,tokens_per_s,elapsed_s" == ",".join(LOG_FIELDS)
@@ -145,6 +150,15 @@ def test_eval_gives_loss_and_perplexity(run, capsys):
     result = last_json(out)
     assert result["command"] == "gpt eval" and result["tokens"] == 10 * 16 * 32
     assert result["perplexity"] == pytest.approx(math.exp(result["loss"]), rel=1e-9)
+    assert result["loss"] == pytest.approx(last_json(run[1].stdout)["best_val_loss"], abs=0.15)
+
+
+def test_eval_scores_the_whole_validation_split_by_default(run, capsys):
+    code, out, err = cli(capsys, "gpt", "eval", run[0], "--json")
+    assert code == 0, err
+    result = last_json(out)
+    meta = json.loads((Path(run[0]) / "data" / "meta.json").read_text())
+    assert result["tokens"] == meta["val_tokens"] - 1  # every validation target once
     assert result["loss"] == pytest.approx(last_json(run[1].stdout)["best_val_loss"], abs=0.15)
 
 
@@ -263,7 +277,7 @@ def test_bad_input_is_one_line_and_exit_2(case, run, tmp_path, capsys):
     assert_one_line_error(code, err, message)
     assert snapshot(run_dir) == before  # nothing in the existing run was touched, let alone lost
     if "{tmp}/a" in args:
-        assert not (tmp_path / "a" / "trainer.safetensors").exists()
+        assert not (tmp_path / "a").exists()  # a run that could not start leaves no folder behind
 
 
 def test_bad_input_in_real_processes(run, tmp_path):

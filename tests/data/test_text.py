@@ -10,6 +10,7 @@ from kqv.data.text import (
     EMBEDDED_SOURCE,
     BatchSampler,
     Corpus,
+    consecutive_batches,
     fixed_batches,
     prepare_tokens,
     read_corpus,
@@ -213,6 +214,18 @@ def test_resume_with_other_settings_is_refused():
     state = BatchSampler(TOKENS, block_size=16, batch_size=4, seed=0).state_dict()
     with pytest.raises(UserError, match="saved for block_size 16, batch_size 4 and 1000 tokens"):
         BatchSampler(TOKENS, block_size=32, batch_size=4, seed=0).load_state_dict(state)
+
+
+@pytest.mark.parametrize("n", [2, 9, 17, 100, 1000])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_consecutive_batches_score_every_target_exactly_once(n, batch_size):
+    tokens = TOKENS[:n]
+    targets = []
+    for x, y in consecutive_batches(tokens, block_size=8, batch_size=batch_size):
+        assert x.shape == y.shape and x.shape[0] <= batch_size and x.shape[1] <= 8
+        assert torch.equal(y, x + 1)  # token i == position i: each target is the next token
+        targets += y.flatten().tolist()
+    assert sorted(targets) == list(range(1, n))  # every token but the first, once
 
 
 def test_fixed_batches_are_deterministic():

@@ -66,7 +66,9 @@ def register(groups) -> None:
     )
     evaluate.add_argument("run", help="a run directory written by `kqv gpt train`")
     evaluate.add_argument("--data", help="score the last 10%% of this text instead of the run's own corpus")
-    evaluate.add_argument("--batches", type=positive_int, default=50, help="validation batches (default 50)")
+    evaluate.add_argument(
+        "--batches", type=positive_int, help="score this many random batches of 16 (default: every validation token)"
+    )
     add_json_flag(evaluate)
 
 

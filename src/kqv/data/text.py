@@ -19,6 +19,7 @@ The pipeline, as in nanoGPT's `prepare.py` and `get_batch`:
 import gzip
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.resources import files
@@ -252,6 +253,25 @@ class BatchSampler:
         self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
         self.seed = state["seed"]
         self.batches_drawn = state["batches_drawn"]
+
+
+def consecutive_batches(tokens: np.ndarray, block_size: int, batch_size: int) -> Iterator[Batch]:
+    """Every token of a split, once: non-overlapping windows of block_size targets, batch_size at a time.
+
+    The first token is only ever an input, and a tail shorter than block_size becomes a last,
+    shorter window, so all len(tokens) − 1 targets are scored.
+    """
+    tokens = np.asarray(tokens)
+    starts = list(range(0, len(tokens) - 1, block_size))  # windows [s, s + T], overlapping by their edge token
+    for i in range(0, len(starts), batch_size):
+        group = starts[i : i + batch_size]
+        full = [s for s in group if s + block_size < len(tokens)]
+        if full:
+            window = torch.from_numpy(np.stack([tokens[s : s + block_size + 1] for s in full]).astype(np.int64))
+            yield Batch(window[:, :-1].contiguous(), window[:, 1:].contiguous())  # (B, T), (B, T)
+        for s in group[len(full) :]:  # the short tail, on its own
+            window = torch.from_numpy(tokens[s:].astype(np.int64))[None]  # (1, t+1)
+            yield Batch(window[:, :-1].contiguous(), window[:, 1:].contiguous())
 
 
 def fixed_batches(

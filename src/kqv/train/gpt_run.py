@@ -8,6 +8,7 @@ model (best validation weights), its tokenizer and configs, checking that they f
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,16 @@ def resolve_configs(preset: str, overrides: list[str], vocab_size: int | None = 
 
 def is_run_dir(path: Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
+
+
+def first_missing(path: Path) -> Path | None:
+    """The outermost of `path` and its parents that does not exist yet (None if `path` exists)."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            return missing
+        missing = p
+    return missing
 
 
 def free_run_dir(base: Path) -> Path:
@@ -130,14 +141,20 @@ def train_gpt(
             model_cfg = from_dict(GPTConfig, {**model_table, "vocab_size": tokenizer.vocab_size}, "model config")
         except ConfigError as exc:
             raise UserError(str(exc)) from None
+    first_new = first_missing(run_dir)  # the outermost folder this call creates, if any
     run_dir.mkdir(parents=True, exist_ok=True)
-    tokens = prepare_tokens(corpus, tokenizer, run_dir / "data")
     T, B = model_cfg.block_size, train_cfg.batch_size
-    sampler = BatchSampler(tokens.train, T, B, train_cfg.seed, name="training")
-    eval_sets = {
-        "train": fixed_batches(tokens.train, T, B, train_cfg.eval_iters, train_cfg.seed + 1, name="training"),
-        "val": fixed_batches(tokens.val, T, B, train_cfg.eval_iters, train_cfg.seed + 2, name="validation"),
-    }
+    try:
+        tokens = prepare_tokens(corpus, tokenizer, run_dir / "data")
+        sampler = BatchSampler(tokens.train, T, B, train_cfg.seed, name="training")
+        eval_sets = {
+            "train": fixed_batches(tokens.train, T, B, train_cfg.eval_iters, train_cfg.seed + 1, name="training"),
+            "val": fixed_batches(tokens.val, T, B, train_cfg.eval_iters, train_cfg.seed + 2, name="validation"),
+        }
+    except UserError:
+        if first_new is not None:  # unusable data: leave behind no folder that was not there before
+            shutil.rmtree(first_new, ignore_errors=True)
+        raise
     if resume is None:  # only once the data is known to be usable: a failed start leaves no half-made run
         info = {
             "kqv_version": __version__,
@@ -173,6 +190,11 @@ def train_gpt(
             f"{train_cfg.max_iters} steps of {B * train_cfg.grad_accum} × {T} tokens on {device}"
         )
     result = trainer.fit(stop_at=stop_at)
+    plot = None
+    if result.log:
+        from kqv.viz.curves import plot_loss_curve
+
+        plot = plot_loss_curve(result.log, run_dir / "loss.png", f"{run_dir.name}: {corpus.source}")
     summary = {
         "run_dir": str(run_dir),
         "steps": result.steps,
@@ -184,6 +206,7 @@ def train_gpt(
         "wall_seconds": time.perf_counter() - started,
         "parameters": model.num_parameters(),
         "device": device,
+        "plot": str(plot) if plot else None,
     }
     return result, run_dir, summary
 
@@ -228,15 +251,25 @@ def load_run(run_dir: str | Path, device: str = "cpu", weights: str = "model.saf
 
 
 @torch.no_grad()
-def evaluate_run(run: Run, data: str | None, batch_size: int = 16, n_batches: int = 50, seed: int = 0) -> dict:
-    """Mean loss (nats/token) and perplexity on the validation split of `data` (default: the run's corpus)."""
-    from kqv.data.text import fixed_batches, prepare_tokens, read_corpus
+def evaluate_run(run: Run, data: str | None, batch_size: int = 16, n_batches: int | None = None, seed: int = 0) -> dict:
+    """Mean loss (nats/token) and perplexity on the validation split of `data` (default: the run's corpus).
+
+    By default every validation token is scored once (consecutive windows of block_size);
+    `n_batches` scores that many random batches instead, as training's evaluations do.
+    """
+    from kqv.data.text import consecutive_batches, fixed_batches, prepare_tokens, read_corpus
 
     corpus = read_corpus(data if data is not None else run.info["data"]["path"])
     tokens = prepare_tokens(corpus, run.tokenizer, None)
     device = next(run.model.parameters()).device
-    losses = []
-    for x, y in fixed_batches(tokens.val, run.model_config.block_size, batch_size, n_batches, seed):
-        losses.append(run.model(x.to(device), y.to(device)).loss.item())
-    loss = sum(losses) / len(losses)
-    return {"loss": loss, "perplexity": math.exp(loss), "tokens": n_batches * batch_size * run.model_config.block_size}
+    T = run.model_config.block_size
+    if n_batches is None:
+        batches = consecutive_batches(tokens.val, T, batch_size)
+    else:
+        batches = fixed_batches(tokens.val, T, batch_size, n_batches, seed)
+    total, count = 0.0, 0
+    for x, y in batches:
+        total += run.model(x.to(device), y.to(device)).loss.item() * y.numel()  # mean -> sum over targets
+        count += y.numel()
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(loss), "tokens": count}
