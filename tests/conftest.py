@@ -14,3 +14,14 @@ def require_dir(path: Path, why: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent: {why}")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors run fastest on one thread; two threads on a busy 2-core machine can be 10× slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from kqv.cli import main
 from kqv.data.text import read_corpus
@@ -31,12 +30,7 @@ SHAKESPEARE = read_corpus(None).text
 RUN_FILES = ["config.json", "log.csv", "loss.png", "model.safetensors", "tokenizer.json", "trainer.safetensors"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the in-process commands: tiny models, where extra threads only add contention
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def command(*args) -> list[str]:

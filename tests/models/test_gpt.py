@@ -15,13 +15,7 @@ from kqv.nn.scores import SCORES
 V, BLOCK = 17, 10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread; two threads on a busy 2-core machine can be 10× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_gpt(seed=0, **kw):

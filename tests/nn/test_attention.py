@@ -19,13 +19,7 @@ C = NH * HS
 MASKS = ("causal", "window:3", "none", "anticausal")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread; two threads on a busy 2-core machine can be 10× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def qkv(seed=0, tq=T, tk=T, dtype=torch.float32, scale=1.0):

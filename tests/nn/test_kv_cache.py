@@ -12,13 +12,7 @@ from kqv.nn.positional import POSITIONAL
 V, BLOCK = 13, 12
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread; two threads on a busy 2-core machine can be 10× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_gpt(pos="learned", mask="causal", score="scaled_dot", seed=0, **kw):
