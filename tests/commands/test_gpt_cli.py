@@ -283,6 +283,17 @@ def test_bad_input_in_real_processes(run, tmp_path):
     assert snapshot(run[0]) == before
 
 
+def test_a_failed_start_in_an_existing_folder_leaves_it_as_it_was(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    (tmp_path / "short.txt").write_text("To be, or not to be.")
+    code, _, err = cli(capsys, *TRAIN, "--data", tmp_path / "short.txt", "--out", out)
+    assert code == 2, err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # no token cache left behind, nothing lost
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
 def test_a_run_that_fails_to_start_leaves_its_out_dir_free(tmp_path, capsys):
     out = tmp_path / "run"
     (tmp_path / "short.txt").write_text("To be, or not to be.")

@@ -160,6 +160,7 @@ def test_every_encoding_has_all_three_hooks_and_uses_only_its_own(name):
     assert changed_x == (pe.kind == "additive")
     assert changed_qk == (pe.kind == "rotary")
     assert (bias is not None) == (pe.kind == "bias")
+    assert pe.acts_in_attention == (changed_qk or bias is not None)  # attention builds positions only then
 
 
 def test_none_changes_nothing_and_has_no_state():

@@ -77,7 +77,7 @@ def bench_gpt(
 
     model.eval()
     prompt = [0]
-    rates, outputs = {True: [], False: []}, {}
+    rounds, outputs = {True: [], False: []}, {}  # tokens/s of each round, by use_cache
     for use_cache in (True, False):
         list(generate(model, prompt, 8, temperature=0, use_cache=use_cache))  # warm-up
     for _ in range(sample_repeats):  # interleaved, so a noisy neighbour slows both alike
@@ -86,8 +86,8 @@ def bench_gpt(
             started = time.perf_counter()
             outputs[use_cache] = list(generate(model, prompt, sample_tokens, temperature=0, use_cache=use_cache))
             _sync(device)
-            rates[use_cache].append(sample_tokens / (time.perf_counter() - started))
-    rates = {use_cache: sorted(r)[len(r) // 2] for use_cache, r in rates.items()}  # medians
+            rounds[use_cache].append(sample_tokens / (time.perf_counter() - started))
+    rates = {use_cache: sorted(r)[len(r) // 2] for use_cache, r in rounds.items()}  # medians
     return GPTBench(
         preset=preset,
         device=device,

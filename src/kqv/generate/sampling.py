@@ -95,12 +95,13 @@ def generate(
     device = next(model.parameters()).device
     one_thread = use_cache and device.type == "cpu"
     with cpu_threads(1 if one_thread else None), torch.inference_mode():
-        yield from _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, return_logits)
+        yield from _generate(
+            model, device, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, return_logits
+        )
 
 
-def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, return_logits):
+def _generate(model, device, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, return_logits):
     model.eval()
-    device = next(model.parameters()).device
     block = model.config.block_size
     generator = torch.Generator(device=device)
     if seed is not None:

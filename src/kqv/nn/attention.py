@@ -62,6 +62,11 @@ def attention(
     return pattern @ v, pattern  # (B, nh, Tq, Tk) @ (B, nh, Tk, hs) -> (B, nh, Tq, hs)
 
 
+def positions(start: int, T: int, Tk: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries at start … start+T−1 (T,), keys at 0 … Tk−1 (Tk,): the keys are the cache plus the new tokens."""
+    return torch.arange(start, start + T, device=device), torch.arange(Tk, device=device)
+
+
 class MultiHeadAttention(nn.Module):
     """Project to Q, K, V; split into heads; attend; merge heads; project out.
 
@@ -130,17 +135,16 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self.project_qkv(x, context)  # (B, nh, T, hs), 2 × (B, nh, Tk_new, hs)
 
         is_self = context is None
-        # positions are built only where something reads them (rope, alibi, a mask tensor)
-        in_scores = is_self and positional is not None and positional.kind in ("rotary", "bias")
-        q_pos = torch.arange(start, start + T, device=x.device) if in_scores else None  # (T,) start … start+T−1
-        if in_scores:
-            q, k = positional.rotate(q, k, q_pos, q_pos)  # RoPE rotates the new q and k; identity otherwise
+        # positions are built only where something reads them (rope, alibi, a mask tensor), not per decoded token
+        positions_act = is_self and positional is not None and positional.acts_in_attention
+        if positions_act:
+            new_pos = torch.arange(start, start + T, device=x.device)  # (T,)
+            q, k = positional.rotate(q, k, new_pos, new_pos)  # RoPE rotates the new q and k; identity otherwise
         if cache is not None:
             k, v = cache.append(k, v, start)  # (B, nh, start + T, hs) each
         Tk = k.shape[2]
-        k_pos = torch.arange(Tk, device=x.device) if in_scores else None  # (Tk,) keys sit at 0 … Tk−1
 
-        bias = positional.score_bias(q_pos, k_pos) if in_scores else None
+        bias = positional.score_bias(*positions(start, T, Tk, x.device)) if positions_act else None
         dropout_p = self.dropout if self.training else 0.0
         fast = self.score.fast_path_ok and not need_pattern and bias is None
         # causal self-attention where the queries are the last T keys: from the start (training, prefill)
@@ -150,9 +154,7 @@ class MultiHeadAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=start == 0 and T > 1)
             pattern = None  # (B, nh, T, hs)
         else:
-            if is_self and q_pos is None:
-                q_pos, k_pos = torch.arange(start, start + T, device=x.device), torch.arange(Tk, device=x.device)
-            allowed = allowed_positions(self.mask, q_pos, k_pos) if is_self else None  # (T, Tk) | None
+            allowed = allowed_positions(self.mask, *positions(start, T, Tk, x.device)) if is_self else None  # (T, Tk)
             allowed = with_key_padding(allowed, key_padding)  # (B, 1, T, Tk) | (T, Tk) | None
             if fast and (allowed is None or bool(allowed.any(dim=-1).all())):  # (a fully masked row -> NaN there)
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)

@@ -72,6 +72,11 @@ class PositionalEncoding(nn.Module):
         self.n_embd, self.n_head, self.block_size = n_embd, n_head, block_size
         self.head_size = n_embd // n_head
 
+    @property
+    def acts_in_attention(self) -> bool:
+        """Whether `rotate` or `score_bias` do anything, so attention must build positions for them."""
+        return self.kind in ("rotary", "bias")
+
     def add_to_embeddings(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """x: (B, T, C), pos: (T,) -> (B, T, C)."""
         return x

@@ -141,7 +141,7 @@ def train_gpt(
             model_cfg = from_dict(GPTConfig, {**model_table, "vocab_size": tokenizer.vocab_size}, "model config")
         except ConfigError as exc:
             raise UserError(str(exc)) from None
-    first_new = first_missing(run_dir)  # the outermost folder this call creates, if any
+    first_new = first_missing(run_dir / "data")  # the outermost folder this call creates (the run's or its cache)
     run_dir.mkdir(parents=True, exist_ok=True)
     T, B = model_cfg.block_size, train_cfg.batch_size
     try:
