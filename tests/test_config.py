@@ -216,3 +216,19 @@ def test_non_finite_train_values_are_rejected(key, text):
 def test_sinusoidal_with_odd_width_is_rejected_by_the_config():
     with pytest.raises(ConfigError, match="sinusoidal.*even"):
         GPTConfig(n_embd=9, n_head=3, pos_encoding="sinusoidal")
+
+
+def test_translation_presets_build_valid_configs_and_base_is_the_papers_size():
+    from kqv.config import TrainConfig, TransformerConfig, from_dict, load_preset, preset_names
+    from kqv.models.transformer import Transformer
+
+    assert set(preset_names("translate")) >= {"small", "base", "tiny"}
+    for name in preset_names("translate"):
+        tables = load_preset(name, "translate")
+        from_dict(TransformerConfig, tables["model"])
+        from_dict(TrainConfig, tables["train"])
+    base = from_dict(TransformerConfig, load_preset("base", "translate")["model"])
+    assert (base.n_layer_enc, base.n_layer_dec, base.d_model, base.d_ff, base.n_head) == (6, 6, 512, 2048, 8)
+    assert not base.norm_first and base.dropout == 0.1 and base.label_smoothing == 0.1
+    n = Transformer(base).num_parameters()
+    assert 60e6 < n < 66e6  # the paper's table 3 gives 65M for base with a 37k shared vocabulary

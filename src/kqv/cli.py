@@ -15,6 +15,7 @@ from kqv.errors import UserError
 COMMAND_GROUPS = {
     "digits": "kqv.commands.digits",
     "gpt": "kqv.commands.gpt",
+    "translate": "kqv.commands.translate",
     "bench": "kqv.commands.bench",
 }
 
@@ -25,6 +26,8 @@ examples:
   kqv bench digits                      # matrix-form backprop vs a per-sample loop
   kqv gpt train                         # the main job: a GPT on tiny Shakespeare (~5 min on 2 cores)
   kqv gpt sample runs/gpt --prompt 'ROMEO:'
+  kqv translate train                   # English->Spanish Transformer (<= 20 min on 2 cores)
+  kqv translate eval runs/translate     # BLEU with beam search
 """
 
 
@@ -50,7 +53,9 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from kqv.commands.translate import shorthand
+
+    args = build_parser().parse_args(shorthand(list(sys.argv[1:] if argv is None else argv)))
     try:
         args.handler(args)
     except UserError as exc:

@@ -80,6 +80,64 @@ class GPTConfig:
 
 
 @dataclass(frozen=True)
+class TransformerConfig:
+    """The encoder–decoder Transformer (Vaswani et al. 2017); the defaults are a model that trains on 2 CPU cores.
+
+    One vocabulary serves source and target; its embedding is also the output projection.
+    """
+
+    vocab_size: int = 8000  # shared source/target BPE vocabulary, special tokens included
+    max_len: int = 256  # longest source or target, in tokens (the sinusoid table's length)
+    n_layer_enc: int = 3
+    n_layer_dec: int = 3
+    n_head: int = 4
+    d_model: int = 256
+    d_ff: int = 1024  # hidden width of the position-wise feed-forward network
+    dropout: float = 0.1  # on sublayer outputs and on embeddings + positions (the paper's "residual dropout")
+    attn_dropout: float = 0.0  # on attention weights (not in the paper; > 0 also rules out the fused kernel on CPU)
+    norm_first: bool = False  # False: post-LN as in the paper; True: pre-LN (LayerNorm inside each residual branch)
+    activation: str = "relu"
+    bias: bool = True
+    label_smoothing: float = 0.1  # the training loss only; perplexity comes from plain NLL
+    pos_encoding: str = "sinusoidal"  # kqv.nn.positional: sinusoidal | learned | none
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+    def __post_init__(self) -> None:
+        from kqv.nn.positional import POSITIONAL
+
+        _check_positive(self, "vocab_size", "max_len", "n_layer_enc", "n_layer_dec", "n_head", "d_model", "d_ff")
+        if self.d_model % self.n_head:
+            raise ConfigError(
+                f"d_model={self.d_model} is not divisible by n_head={self.n_head}; "
+                "each head gets d_model / n_head dimensions, so pick values that divide"
+            )
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= float(self.attn_dropout) < 1.0:
+            raise ConfigError(f"attn_dropout must be in [0, 1), got {self.attn_dropout!r}")
+        if not 0.0 <= float(self.label_smoothing) < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.activation not in ("relu", "gelu", "gelu_tanh"):
+            raise ConfigError(f"activation must be relu, gelu or gelu_tanh, got {self.activation!r}")
+        if self.pos_encoding not in POSITIONAL or POSITIONAL[self.pos_encoding].kind not in ("additive", "none"):
+            raise ConfigError(
+                f"pos_encoding {self.pos_encoding!r} is not available here; the encoder–decoder adds positions to "
+                "its embeddings: choose sinusoidal, learned or none"
+            )
+        if self.pos_encoding == "sinusoidal" and self.d_model % 2:
+            raise ConfigError(f"sinusoidal positions need an even d_model (sin and cos pairs), got {self.d_model}")
+        specials = (self.pad_id, self.bos_id, self.eos_id)
+        if len(set(specials)) != 3 or not all(0 <= i < self.vocab_size for i in specials):
+            raise ConfigError(f"pad_id, bos_id, eos_id must be distinct ids below vocab_size, got {specials}")
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.n_head
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """How to train: optimiser, schedule, batches, evaluation, tokenizer."""
 
@@ -100,6 +158,9 @@ class TrainConfig:
     seed: int = 1337
     tokenizer: str = "char"  # char | bpe
     bpe_vocab_size: int = 512
+    schedule: str = "cosine"  # cosine (warm-up, cosine to min_lr) | inverse_sqrt (warm-up, then lr·√(warmup/step))
+    eps: float = 1e-8  # Adam's ε
+    batch_tokens: int = 4096  # translation: a batch holds sentences of similar length up to this many tokens
 
     def __post_init__(self) -> None:
         _check_positive(self, "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters")
@@ -114,6 +175,11 @@ class TrainConfig:
             raise ConfigError(f"beta1 and beta2 must be in [0, 1), got {self.beta1!r}, {self.beta2!r}")
         if self.warmup_iters < 0 or self.lr_decay_iters < 0:
             raise ConfigError("warmup_iters and lr_decay_iters must be ≥ 0")
+        if self.schedule not in ("cosine", "inverse_sqrt"):
+            raise ConfigError(f"schedule must be 'cosine' or 'inverse_sqrt', got {self.schedule!r}")
+        if not self.eps > 0:
+            raise ConfigError(f"eps must be > 0, got {self.eps!r}")
+        _check_positive(self, "batch_tokens")
         if self.tokenizer not in ("char", "bpe"):
             raise ConfigError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
         if self.tokenizer == "bpe" and self.bpe_vocab_size < 257:
@@ -155,15 +221,22 @@ def _coerce(value: Any, kind: type, where: str) -> Any:
     raise ConfigError(f"{where} expects {kind.__name__}, got {value!r}")
 
 
-def preset_names() -> list[str]:
-    return sorted(p.name[: -len(".toml")] for p in resources.files("kqv.presets").iterdir() if p.name.endswith(".toml"))
+def _preset_folder(family: str):
+    """GPT presets sit in kqv/presets/, the translation Transformer's in kqv/presets/translate/."""
+    folder = resources.files("kqv.presets")
+    return folder / family if family != "gpt" else folder
 
 
-def load_preset(name: str) -> dict[str, dict[str, Any]]:
+def preset_names(family: str = "gpt") -> list[str]:
+    folder = _preset_folder(family)
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str, family: str = "gpt") -> dict[str, dict[str, Any]]:
     """The raw `{"model": {...}, "train": {...}}` tables of a shipped preset."""
-    path = resources.files("kqv.presets") / f"{name}.toml"
+    path = _preset_folder(family) / f"{name}.toml"
     if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(preset_names(family))}")
     tables = tomllib.loads(path.read_text(encoding="utf-8"))
     extra = sorted(set(tables) - {"model", "train", "description"})
     if extra:
@@ -171,9 +244,11 @@ def load_preset(name: str) -> dict[str, dict[str, Any]]:
     return {"model": dict(tables.get("model", {})), "train": dict(tables.get("train", {}))}
 
 
-def apply_overrides(tables: dict[str, dict[str, Any]], assignments: list[str]) -> dict[str, dict[str, Any]]:
-    """`--set n_layer=6 --set train.lr=3e-4`: bare keys go to whichever table owns them."""
-    model_keys = {f.name for f in fields(GPTConfig)}
+def apply_overrides(
+    tables: dict[str, dict[str, Any]], assignments: list[str], model_cls: type = GPTConfig
+) -> dict[str, dict[str, Any]]:
+    """`--set n_layer=6 --set train.lr=3e-4`: bare keys go to whichever table owns them (the model's first)."""
+    model_keys = {f.name for f in fields(model_cls)}
     train_keys = {f.name for f in fields(TrainConfig)}
     out = {"model": dict(tables["model"]), "train": dict(tables["train"])}
     for item in assignments:

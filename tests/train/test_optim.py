@@ -157,3 +157,29 @@ def test_make_optimizer_uses_the_groups():
     assert all(g["lr"] == 3e-4 and tuple(g["betas"]) == (0.9, 0.95) for g in opt.param_groups)
     expected = [[id(p) for p in g["params"]] for g in decay_groups(model, 0.1)]
     assert [[id(p) for p in g["params"]] for g in opt.param_groups] == expected
+
+
+@pytest.mark.parametrize("d_model, warmup", [(512, 4000), (256, 300)])
+def test_inverse_sqrt_is_the_papers_schedule_with_its_peak_named(d_model, warmup):
+    """Vaswani et al. 2017, eq. 3: lrate = d_model^-0.5 · min(step^-0.5, step · warmup^-1.5), step from 1."""
+    from kqv.train.optim import inverse_sqrt_lr
+
+    peak = (d_model * warmup) ** -0.5
+    for step in [0, 1, 10, warmup - 2, warmup - 1, warmup, 2 * warmup, 10 * warmup, 100_000]:
+        s = step + 1
+        paper = d_model**-0.5 * min(s**-0.5, s * warmup**-1.5)
+        assert inverse_sqrt_lr(step, peak, warmup) == pytest.approx(paper, rel=1e-12)
+    assert max(inverse_sqrt_lr(i, peak, warmup) for i in range(3 * warmup)) == pytest.approx(peak)
+    if d_model == 512:
+        assert peak == pytest.approx(7.0e-4, rel=0.01)  # the base preset's lr
+
+
+def test_scheduled_lr_follows_the_configs_schedule():
+    from kqv.config import TrainConfig
+    from kqv.train.optim import inverse_sqrt_lr, scheduled_lr
+
+    cosine = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=100)
+    assert scheduled_lr(55, cosine) == learning_rate(55, 1e-3, 1e-4, 10, 100)
+    noam = TrainConfig(lr=1e-3, warmup_iters=10, max_iters=100, schedule="inverse_sqrt")
+    assert scheduled_lr(55, noam) == inverse_sqrt_lr(55, 1e-3, 10)
+    assert scheduled_lr(10_000, noam) < scheduled_lr(100, noam)  # no floor: it keeps decaying past max_iters

@@ -83,7 +83,9 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         score: str = "scaled_dot",
         mask: str = "causal",
+        attn_dropout: float | None = None,
     ) -> None:
+        """`dropout` applies to the output; `attn_dropout` (default: the same) to the attention weights."""
         super().__init__()
         if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
@@ -94,7 +96,7 @@ class MultiHeadAttention(nn.Module):
         self.score = make_score(score, n_head, self.head_size)
         self.mask_name = mask
         self.mask = parse_mask(mask)
-        self.dropout = dropout
+        self.dropout = dropout if attn_dropout is None else attn_dropout  # on the pattern
         self.resid_dropout = nn.Dropout(dropout)
 
     def project_qkv(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
@@ -105,11 +107,24 @@ class MultiHeadAttention(nn.Module):
         if context is None:
             qkv = self.in_proj(x).view(B, T, 3, self.n_head, self.head_size)  # (B, T, 3C) -> (B, T, 3, nh, hs)
             return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B, nh, T, hs)
+        return (self.project_q(x), *self.project_kv(context))
+
+    def project_q(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, C) -> q (B, nh, T, hs), with the W_Q rows of in_proj."""
+        C = x.shape[-1]
         w, b = self.in_proj.weight, self.in_proj.bias  # (3C, C), (3C,) | None
-        q = F.linear(x, w[:C], None if b is None else b[:C])  # (B, T, C)
+        return self.split_heads(F.linear(x, w[:C], None if b is None else b[:C]))  # (B, nh, T, hs)
+
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """context: (B, Tk, C) -> k, v (B, nh, Tk, hs), with the W_K, W_V rows of in_proj.
+
+        Cross-attention reads the same encoder output at every decoding step, so a decoder
+        computes these once per sentence and passes them back in as `context_kv`."""
+        B, Tk, C = context.shape
+        w, b = self.in_proj.weight, self.in_proj.bias
         kv = F.linear(context, w[C:], None if b is None else b[C:])  # (B, Tk, 2C)
-        kv = kv.view(B, -1, 2, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)  # (2, B, nh, Tk, hs)
-        return (self.split_heads(q), *kv.unbind(0))
+        kv = kv.view(B, Tk, 2, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)  # (2, B, nh, Tk, hs)
+        return kv[0], kv[1]
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -124,17 +139,22 @@ class MultiHeadAttention(nn.Module):
         start: int = 0,
         need_pattern: bool = False,
         positional: PositionalEncoding | None = None,
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> AttentionOutput:
         """x: (B, T, C) queries at absolute positions start … start+T−1.
 
+        `context_kv`, (k, v) from `project_kv(context)`, stands in for `context`.
         With a `cache` (self-attention only), k and v of earlier positions come from it
         and this call's k and v are appended to it. `positional` (owned by the model, shared
         by all layers) may rotate q and k (RoPE) or add a bias to the scores (ALiBi).
         """
         B, T, C = x.shape
-        q, k, v = self.project_qkv(x, context)  # (B, nh, T, hs), 2 × (B, nh, Tk_new, hs)
+        if context_kv is not None:  # cross-attention with keys and values computed earlier by project_kv
+            q, (k, v) = self.project_q(x), context_kv  # (B, nh, T, hs), 2 × (B, nh, Tk, hs)
+        else:
+            q, k, v = self.project_qkv(x, context)  # (B, nh, T, hs), 2 × (B, nh, Tk_new, hs)
 
-        is_self = context is None
+        is_self = context is None and context_kv is None
         # positions are built only where something reads them (rope, alibi, a mask tensor), not per decoded token
         positions_act = is_self and positional is not None and positional.acts_in_attention
         if positions_act:

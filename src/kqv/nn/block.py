@@ -16,17 +16,24 @@ from kqv.nn.positional import PositionalEncoding
 
 
 class FeedForward(nn.Module):
-    """Linear C -> 4C, GELU, Linear 4C -> C, dropout."""
+    """Linear C -> H, activation, Linear H -> C, dropout. H = 4C and GELU for GPT; the 2017 Transformer uses ReLU."""
 
-    def __init__(self, n_embd: int, bias: bool = False, dropout: float = 0.0, approximate: str = "none") -> None:
+    ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU}
+
+    def __init__(
+        self, n_embd: int, bias: bool = False, dropout: float = 0.0, hidden: int | None = None, activation: str = "gelu"
+    ) -> None:
         super().__init__()
-        self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
-        self.act = nn.GELU(approximate=approximate)
-        self.proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(self.ACTIVATIONS)}")
+        hidden = hidden or 4 * n_embd
+        self.fc = nn.Linear(n_embd, hidden, bias=bias)
+        self.act = self.ACTIVATIONS[activation]()
+        self.proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(self.act(self.fc(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        x = self.proj(self.act(self.fc(x)))  # (B, T, C) -> (B, T, H) -> (B, T, C)
         return self.dropout(x) if self.training else x
 
 

@@ -31,7 +31,11 @@ class BPETokenizer:
         self.hf = hf
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
+    def train(cls, text: str | Iterable[str], vocab_size: int, special_tokens: tuple[str, ...] = ()) -> "BPETokenizer":
+        """`special_tokens` (e.g. "<pad>", "<s>", "</s>" for translation) get the ids 0, 1, … in order.
+
+        They are never produced by `encode` from ordinary text — unless the text contains
+        them literally — and `decode` leaves them out."""
         if vocab_size < N_BYTES + 1:
             raise ValueError(
                 f"BPE vocab_size must be at least {N_BYTES + 1} (the {N_BYTES} byte tokens plus at least one merge); "
@@ -43,10 +47,10 @@ class BPETokenizer:
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            special_tokens=[],
+            special_tokens=list(special_tokens),
             show_progress=False,
         )
-        hf.train_from_iterator([text], trainer=trainer)
+        hf.train_from_iterator([text] if isinstance(text, str) else text, trainer=trainer)
         return cls(hf)
 
     @property
@@ -62,6 +66,19 @@ class BPETokenizer:
             raise UserError(
                 "text holds a lone surrogate (an undecodable byte) and is not valid Unicode; pass UTF-8 text"
             ) from None
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Many texts at once (in parallel, inside `tokenizers`)."""
+        try:
+            return [e.ids for e in self.hf.encode_batch(texts)]
+        except TypeError:
+            return [self.encode(t) for t in texts]  # finds the bad text and raises its UserError
+
+    def token_id(self, token: str) -> int:
+        found = self.hf.token_to_id(token)
+        if found is None:
+            raise ValueError(f"{token!r} is not in this tokenizer's vocabulary")
+        return found
 
     def decode(self, ids: Iterable[int]) -> str:
         ids = [int(i) for i in ids]

@@ -1,8 +1,13 @@
-"""One training loop for every kqv model: `model(x, y).loss` is all it needs.
+"""One training loop for every kqv model: `model(*batch).loss` is all it needs.
+
+A batch is a tuple of tensors — (x, y) for the GPT, (src, tgt_in, tgt_out) for the
+translation Transformer. A model output with `n_tokens` counts those tokens (and
+weights evaluations by them); otherwise every element of the first tensor counts.
+An output with `nll` is evaluated on it (plain NLL, not the label-smoothed loss).
 
 Per optimiser step: `grad_accum` micro-batches (loss divided by grad_accum, so k
 micro-steps of batch B give the gradient of one batch of kB), gradient clipping,
-AdamW, the warm-up + cosine learning rate. Every `eval_interval` steps and at
+AdamW, the learning rate of `cfg.schedule` (kqv.train.optim.scheduled_lr). Every `eval_interval` steps and at
 the end: the mean loss on fixed train and validation batches, a CSV row, the
 best-validation weights, and the full trainer state for an exact resume.
 
@@ -35,7 +40,7 @@ from kqv.train.checkpoint import (
     save_weights,
     write_safetensors,
 )
-from kqv.train.optim import learning_rate, make_optimizer
+from kqv.train.optim import make_optimizer, scheduled_lr
 
 LOG_FIELDS = ["step", "train_loss", "val_loss", "lr", "tokens_per_s", "elapsed_s"]
 
@@ -57,8 +62,8 @@ class Trainer:
         self,
         model: nn.Module,
         cfg: TrainConfig,
-        train_batches,  # .next_batch() -> (x, y); .state_dict(); .load_state_dict()
-        eval_sets: dict[str, list[tuple[torch.Tensor, torch.Tensor]]],  # "train" and "val"
+        train_batches,  # .next_batch() -> tuple of tensors; .state_dict(); .load_state_dict()
+        eval_sets: dict[str, list[tuple[torch.Tensor, ...]]],  # "train" and "val"
         run_dir: Path,
         device: str = "cpu",
         amp_dtype: torch.dtype | None = None,
@@ -74,7 +79,7 @@ class Trainer:
             else nullcontext()
         )
         self.optimizer = make_optimizer(
-            model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device, cfg.decay_embeddings
+            model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device, cfg.decay_embeddings, cfg.eps
         )
         self.step = 0
         self.best_val = math.inf
@@ -127,39 +132,42 @@ class Trainer:
         self.model.eval()
         losses = {}
         for name, batches in self.eval_sets.items():
-            total = 0.0
-            for x, y in batches:
+            total, count = 0.0, 0
+            for batch in batches:
                 with self.autocast:
-                    total += self.forward(x.to(self.device), y.to(self.device)).loss.item()
-            losses[name] = total / len(batches)
+                    out = self.forward(*self._to_device(batch))
+                n = getattr(out, "n_tokens", 0) or 1  # token-weighted when batches differ in size
+                loss = out.nll if getattr(out, "nll", None) is not None else out.loss
+                total, count = total + loss.item() * n, count + n
+            losses[name] = total / count
         self.model.train()
         return losses
 
     # -- the loop -----------------------------------------------------------
     def fit(self, stop_at: int | None = None) -> TrainResult:
         cfg = self.cfg
-        decay_iters = cfg.lr_decay_iters or cfg.max_iters
         last = min(cfg.max_iters, stop_at) if stop_at is not None else cfg.max_iters
         self.model.train()
         step_losses: list[float] = []
         bar = progress_bar(cfg.max_iters, "train", unit="step")
         bar.update(self.step)
         if self.step == 0 and not self.log:
-            self._evaluate_and_save(lr=learning_rate(0, cfg.lr, cfg.min_lr, cfg.warmup_iters, decay_iters))
+            self._evaluate_and_save(lr=scheduled_lr(0, cfg))
         while self.step < last:
-            lr = learning_rate(self.step, cfg.lr, cfg.min_lr, cfg.warmup_iters, decay_iters)
+            lr = scheduled_lr(self.step, cfg)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             started = time.perf_counter()
-            loss_sum = 0.0
+            loss_sum, step_tokens = 0.0, 0
             for _ in range(cfg.grad_accum):
-                x, y = self.batches.next_batch()  # (B, T), (B, T)
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                batch = self._to_device(self.batches.next_batch())  # GPT: (B, T), (B, T)
                 with self.autocast:
-                    loss = self.forward(x, y).loss / cfg.grad_accum
+                    out = self.forward(*batch)
+                loss = out.loss / cfg.grad_accum
                 loss.backward()
                 loss_sum += loss.item()
-                self.tokens_seen += x.numel()
+                step_tokens += getattr(out, "n_tokens", 0) or batch[0].numel()
+            self.tokens_seen += step_tokens
             if not math.isfinite(loss_sum):
                 bar.close()
                 raise UserError(
@@ -175,7 +183,7 @@ class Trainer:
             self.train_seconds += seconds
             step_losses.append(loss_sum)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum:.4f}", tok_s=f"{x.numel() * cfg.grad_accum / seconds:,.0f}", refresh=False)
+            bar.set_postfix(loss=f"{loss_sum:.4f}", tok_s=f"{step_tokens / seconds:,.0f}", refresh=False)
             if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
                 bar.clear()
                 self._evaluate_and_save(lr)
@@ -192,6 +200,9 @@ class Trainer:
             log=list(self.log),
             step_losses=step_losses,
         )
+
+    def _to_device(self, batch) -> tuple[torch.Tensor, ...]:
+        return tuple(t.to(self.device, non_blocking=True) for t in batch if isinstance(t, torch.Tensor))
 
     def _evaluate_and_save(self, lr: float) -> None:
         losses = self.evaluate()

@@ -36,12 +36,13 @@ def make_optimizer(
     betas: tuple[float, float],
     device: str,
     decay_embeddings: bool = False,
+    eps: float = 1e-8,
 ):
     groups = decay_groups(model, weight_decay, decay_embeddings)
     try:  # the fused kernel is fastest where the build has it (CUDA, and CPU in recent torch)
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
 def learning_rate(step: int, lr: float, min_lr: float, warmup: int, decay_iters: int) -> float:
@@ -55,3 +56,23 @@ def learning_rate(step: int, lr: float, min_lr: float, warmup: int, decay_iters:
         return min_lr
     progress = (step - warmup) / max(1, decay_iters - warmup)  # 0 -> 1
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+def inverse_sqrt_lr(step: int, lr: float, warmup: int) -> float:
+    """The Transformer paper's schedule (Vaswani et al. 2017, eq. 3), with its peak named.
+
+    Paper: rate = d_model^−0.5 · min(s^−0.5, s · warmup^−1.5), s = step + 1: linear up to
+    s = warmup, then ∝ 1/√s. That is lr · min(s / warmup, √(warmup / s)) with the peak
+    lr = (d_model · warmup)^−0.5 — 7.0e-4 for d_model 512 and 4,000 warm-up steps.
+    """
+    s = step + 1
+    if warmup <= 0:
+        return lr / math.sqrt(s)
+    return lr * min(s / warmup, math.sqrt(warmup / s))
+
+
+def scheduled_lr(step: int, cfg) -> float:
+    """The learning rate of optimiser step `step` (from 0) under a TrainConfig's schedule."""
+    if cfg.schedule == "inverse_sqrt":
+        return inverse_sqrt_lr(step, cfg.lr, cfg.warmup_iters)
+    return learning_rate(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters or cfg.max_iters)
