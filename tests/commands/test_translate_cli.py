@@ -147,3 +147,13 @@ def test_a_gpt_run_is_not_a_translation_run(tmp_path, capsys):
     (tmp_path / "gpt" / "config.json").write_text(json.dumps({"kind": "gpt", "model": {}, "train": {}}))
     assert main(["translate", "eval", str(tmp_path / "gpt")]) == 2
     assert "not a translation run" in capsys.readouterr().err
+
+
+def test_set_overrides_reach_the_model_and_the_tokenizer(corpus, tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["translate", "train", "--preset", "tiny", "--data", str(corpus), "--out", str(out), "--steps", "2",
+            "--set", "vocab_size=280", "--set", "d_model=16", "--set", "train.eval_interval=2"]  # fmt: skip
+    assert main(argv) == 0
+    info = json.loads((out / "config.json").read_text())
+    assert info["model"]["d_model"] == 16 and info["model"]["vocab_size"] <= 280
+    assert info["train"]["max_iters"] == 2

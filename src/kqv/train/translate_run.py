@@ -8,6 +8,7 @@ held-out pairs it was split with (valid.tsv, test.tsv), so `kqv translate eval` 
 exactly the pairs the model never saw.
 """
 
+import dataclasses
 import json
 import math
 import shutil
@@ -94,15 +95,15 @@ class TranslationRun:
     run_dir: Path
 
 
-def resolve_configs(preset: str, overrides: list[str]) -> tuple[dict, TrainConfig]:
+def resolve_configs(preset: str, overrides: list[str]) -> tuple[TransformerConfig, TrainConfig]:
+    """-> (model config with the vocabulary size to aim for, train config). Errors are UserErrors."""
     try:
         tables = apply_overrides(load_preset(preset, PRESET_FAMILY), overrides, TransformerConfig)
         train_cfg = from_dict(TrainConfig, tables["train"], "train config")
-        model_table = dict(tables["model"])
-        from_dict(TransformerConfig, model_table, "model config")
+        model_cfg = from_dict(TransformerConfig, tables["model"], "model config")
     except ConfigError as exc:
         raise UserError(str(exc)) from None
-    return model_table, train_cfg
+    return model_cfg, train_cfg
 
 
 def write_pairs(path: Path, pairs: list[tuple[str, str]]) -> None:
@@ -179,7 +180,7 @@ def train_translation(
         overrides = list(overrides or [])
         if max_iters is not None:
             overrides.append(f"train.max_iters={max_iters}")
-        model_table, train_cfg = resolve_configs(preset, overrides)
+        wanted, train_cfg = resolve_configs(preset, overrides)
         if out is None:
             run_dir = free_run_dir(Path("runs") / "translate")
         else:
@@ -193,9 +194,11 @@ def train_translation(
         splits = split_pairs(pairs, seed=0)
         say(f"data: {data.describe()}: {splits.description}")
         texts = [s for s, _ in splits.train] + [t for _, t in splits.train]
-        tokenizer = BPETokenizer.train(texts, model_table.get("vocab_size", 8000), SPECIAL_TOKENS)
-        try:
-            model_cfg = from_dict(TransformerConfig, {**model_table, "vocab_size": tokenizer.vocab_size}, "model")
+        if wanted.vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
+            raise UserError(f"vocab_size {wanted.vocab_size} is too small: byte-level BPE needs at least 260")
+        tokenizer = BPETokenizer.train(texts, wanted.vocab_size, SPECIAL_TOKENS)
+        try:  # a small corpus may give fewer tokens than asked for
+            model_cfg = dataclasses.replace(wanted, vocab_size=tokenizer.vocab_size)
         except ConfigError as exc:
             raise UserError(str(exc)) from None
     ids = [tokenizer.token_id(t) for t in SPECIAL_TOKENS]
