@@ -80,7 +80,8 @@ def run_digits(args) -> None:
 def run_gpt(args) -> None:
     from kqv.bench.gpt import bench_gpt, machine_info
     from kqv.config import GPTConfig, from_dict
-    from kqv.train.gpt_run import pick_device, resolve_configs
+    from kqv.train.gpt_run import resolve_configs
+    from kqv.train.run_dir import pick_device
 
     device = pick_device(args.device)
     model_table, train_cfg = resolve_configs(args.preset, args.overrides, args.vocab_size)

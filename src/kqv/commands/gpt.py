@@ -105,7 +105,8 @@ def run_sample(args) -> None:
     import time
 
     from kqv.generate.sampling import generate
-    from kqv.train.gpt_run import load_run, pick_device
+    from kqv.train.gpt_run import load_run
+    from kqv.train.run_dir import pick_device
 
     if args.temperature < 0:
         raise UserError(f"--temperature must be ≥ 0, got {args.temperature}")

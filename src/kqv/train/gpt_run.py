@@ -22,9 +22,16 @@ from kqv.fileio import atomic_write_bytes
 from kqv.models.gpt import GPT
 from kqv.train.checkpoint import load_model_tensors, read_safetensors
 from kqv.train.loop import Trainer, TrainResult
+from kqv.train.run_dir import (
+    first_missing,
+    new_run_dir,
+    open_for_resume,
+    pick_device,
+    read_config,
+    saved_configs,
+)
 
 DEFAULT_PRESET = "default"
-RUN_FILES = ("config.json", "tokenizer.json", "model.safetensors", "trainer.safetensors")
 
 
 @dataclass
@@ -35,20 +42,6 @@ class Run:
     train_config: TrainConfig
     info: dict  # the whole config.json
     run_dir: Path
-
-
-def pick_device(name: str) -> str:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
-    return name
 
 
 def resolve_configs(preset: str, overrides: list[str], vocab_size: int | None = None) -> tuple[dict, TrainConfig]:
@@ -62,30 +55,6 @@ def resolve_configs(preset: str, overrides: list[str], vocab_size: int | None = 
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     return model_table, train_cfg
-
-
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
-
-
-def first_missing(path: Path) -> Path | None:
-    """The outermost of `path` and its parents that does not exist yet (None if `path` exists)."""
-    missing = None
-    for p in (path, *path.parents):
-        if p.exists():
-            return missing
-        missing = p
-    return missing
-
-
-def free_run_dir(base: Path) -> Path:
-    """`base` if it holds no run, else base-2, base-3, …: a default never overwrites a run."""
-    if not is_run_dir(base):
-        return base
-    n = 2
-    while is_run_dir(base.with_name(f"{base.name}-{n}")):
-        n += 1
-    return base.with_name(f"{base.name}-{n}")
 
 
 def train_gpt(
@@ -106,17 +75,10 @@ def train_gpt(
     started = time.perf_counter()
     device = pick_device(device)
     if resume is not None:
-        run_dir = Path(resume)
-        if not run_dir.is_dir():
-            raise UserError(f"--resume {run_dir}: no such run directory")
-        info = read_config(run_dir)
-        for name in ("trainer.safetensors", "tokenizer.json"):
-            if not (run_dir / name).is_file():
-                raise UserError(f"--resume {run_dir}: {name} is missing, so the run cannot continue exactly")
+        run_dir, info = open_for_resume(resume, "gpt", ())
         if overrides or data or max_iters:
             raise UserError("--resume continues a run with its own settings; drop --set/--data/--max-iters")
-        model_cfg = from_dict(GPTConfig, info["model"], f"{run_dir}/config.json model")
-        train_cfg = from_dict(TrainConfig, info["train"], f"{run_dir}/config.json train")
+        model_cfg, train_cfg = saved_configs(run_dir, info, GPTConfig)
         corpus = read_corpus(info["data"]["path"])
         if corpus.sha256 != info["data"]["sha256"]:
             raise UserError(f"--resume {run_dir}: the corpus {corpus.source} has changed since the run started")
@@ -126,14 +88,7 @@ def train_gpt(
         if max_iters is not None:
             overrides.append(f"train.max_iters={max_iters}")
         model_table, train_cfg = resolve_configs(preset, overrides)
-        if out is None:
-            run_dir = free_run_dir(Path("runs") / "gpt")
-        else:
-            run_dir = Path(out)
-            if is_run_dir(run_dir):
-                raise UserError(
-                    f"--out {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
-                )
+        run_dir = new_run_dir(out, "gpt")
         corpus = read_corpus(data)
         say(f"corpus: {corpus.source} ({len(corpus.text):,} characters)")
         tokenizer = train_tokenizer(train_cfg.tokenizer, corpus.text, train_cfg.bpe_vocab_size)
@@ -211,18 +166,6 @@ def train_gpt(
     return result, run_dir, summary
 
 
-def read_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: not a kqv run directory (no config.json)")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        info["model"], info["train"]  # noqa: B018 - both tables must be there
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: damaged or incomplete ({exc!r}); it cannot be loaded") from None
-    return info
-
-
 def load_run(run_dir: str | Path, device: str = "cpu", weights: str = "model.safetensors") -> Run:
     """A finished (or running) run's model with its best weights, and its tokenizer."""
     from kqv.tokenizer import load_tokenizer
@@ -231,11 +174,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", weights: str = "model.saf
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory; train one with `kqv gpt train --out {run_dir}`")
     info = read_config(run_dir)
-    try:
-        model_cfg = from_dict(GPTConfig, info["model"], f"{run_dir}/config.json model")
-        train_cfg = from_dict(TrainConfig, info["train"], f"{run_dir}/config.json train")
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    model_cfg, train_cfg = saved_configs(run_dir, info, GPTConfig)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     expected = info.get("tokenizer", {}).get("fingerprint")
     if expected and tokenizer.fingerprint() != expected:

@@ -32,8 +32,8 @@ from kqv.errors import UserError
 from kqv.fileio import atomic_write_bytes
 from kqv.models.transformer import Transformer
 from kqv.train.checkpoint import load_model_tensors, read_safetensors
-from kqv.train.gpt_run import first_missing, free_run_dir, is_run_dir, pick_device, read_config
 from kqv.train.loop import Trainer, TrainResult
+from kqv.train.run_dir import first_missing, new_run_dir, open_for_resume, pick_device, read_config, saved_configs
 
 DEFAULT_PRESET = "small"
 PRESET_FAMILY = "translate"
@@ -158,19 +158,10 @@ def train_translation(
     started = time.perf_counter()
     device = pick_device(device)
     if resume is not None:
-        run_dir = Path(resume)
-        if not run_dir.is_dir():
-            raise UserError(f"--resume {run_dir}: no such run directory")
-        info = read_config(run_dir)
-        if info.get("kind") != "translation":
-            raise UserError(f"--resume {run_dir}: not a translation run (it is a {info.get('kind')} run)")
-        for name in ("trainer.safetensors", "tokenizer.json", "valid.tsv", "test.tsv"):
-            if not (run_dir / name).is_file():
-                raise UserError(f"--resume {run_dir}: {name} is missing, so the run cannot continue exactly")
+        run_dir, info = open_for_resume(resume, "translation", ("valid.tsv", "test.tsv"))
         if overrides or max_iters or (data is not None and data != DataSpec()):
             raise UserError("--resume continues a run with its own settings; drop --set/--data/--steps")
-        model_cfg = from_dict(TransformerConfig, info["model"], f"{run_dir}/config.json model")
-        train_cfg = from_dict(TrainConfig, info["train"], f"{run_dir}/config.json train")
+        model_cfg, train_cfg = saved_configs(run_dir, info, TransformerConfig)
         data = DataSpec(**info["data"]["spec"])
         splits = split_pairs(data.read(), seed=info["data"]["split_seed"])
         tokenizer = load_tokenizer(run_dir / "tokenizer.json")
@@ -181,14 +172,7 @@ def train_translation(
         if max_iters is not None:
             overrides.append(f"train.max_iters={max_iters}")
         wanted, train_cfg = resolve_configs(preset, overrides)
-        if out is None:
-            run_dir = free_run_dir(Path("runs") / "translate")
-        else:
-            run_dir = Path(out)
-            if is_run_dir(run_dir):
-                raise UserError(
-                    f"--out {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
-                )
+        run_dir = new_run_dir(out, "translate")
         amp = pick_amp(device, precision)
         pairs = data.read()
         splits = split_pairs(pairs, seed=0)
@@ -295,11 +279,7 @@ def load_translation_run(run_dir: str | Path, device: str = "cpu") -> Translatio
     info = read_config(run_dir)
     if info.get("kind") != "translation":
         raise UserError(f"{run_dir}: not a translation run (it is a {info.get('kind')} run)")
-    try:
-        model_cfg = from_dict(TransformerConfig, info["model"], f"{run_dir}/config.json model")
-        train_cfg = from_dict(TrainConfig, info["train"], f"{run_dir}/config.json train")
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    model_cfg, train_cfg = saved_configs(run_dir, info, TransformerConfig)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     if tokenizer.fingerprint() != info.get("tokenizer", {}).get("fingerprint"):
         raise UserError(f"{run_dir}/tokenizer.json is not the tokenizer this model was trained with")
