@@ -242,3 +242,28 @@ def test_a_split_shorter_than_a_window_is_a_clear_error():
     assert "longer corpus or a smaller block_size" in str(e.value)
     x, _ = BatchSampler(TOKENS[:17], block_size=16, batch_size=2, seed=0).next_batch()
     assert x[:, 0].tolist() == [0, 0]
+
+
+def test_the_embedded_kitchen_corpus_is_the_generated_one_without_the_probe_sentence():
+    import importlib.util
+    from pathlib import Path
+
+    corpus = read_corpus("embedded:kitchen")
+    assert corpus.source == "embedded:kitchen"
+    assert hashlib.sha256(corpus.text.encode()).hexdigest() == (
+        "2cceda6ca21239035fbe08027cb41446aa8b23b2f3daeb2c5b55a2fef51ec70c"
+    )
+    lines = corpus.text.splitlines()
+    assert len(lines) == 6000
+    assert not any(line.endswith("pizza came out of the oven and it tasted good.") for line in lines)
+    assert any(line.endswith("came out of the oven and it tasted good.") for line in lines)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_kitchen_corpus.py"
+    spec = importlib.util.spec_from_file_location("make_kitchen_corpus", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.corpus() == corpus.text  # the script rebuilds it exactly
+
+
+def test_an_unknown_embedded_corpus_is_a_clear_error():
+    with pytest.raises(UserError, match="no such embedded corpus; choose one of: embedded:tinyshakespeare"):
+        read_corpus("embedded:nope")

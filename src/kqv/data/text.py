@@ -33,6 +33,7 @@ from kqv.errors import UserError
 from kqv.fileio import atomic_write_bytes
 
 EMBEDDED_SOURCE = "embedded:tinyshakespeare"
+EMBEDDED = {"tinyshakespeare": "tinyshakespeare.txt.gz", "kitchen": "kitchen.txt.gz"}  # in kqv/data/corpora/
 TRAIN_FRACTION = 0.9
 CACHE_FORMAT = "kqv.tokens/1"
 
@@ -48,14 +49,21 @@ class Corpus:
 
 
 def read_corpus(path: str | Path | None = None) -> Corpus:
-    """The embedded Tiny Shakespeare (None), a UTF-8 text file, or a folder of `*.txt` files.
+    """The embedded Tiny Shakespeare (None), another embedded corpus ("embedded:kitchen"),
+    a UTF-8 text file, or a folder of `*.txt` files.
 
     A folder's files (searched recursively, hidden ones skipped) are read in order of
     their paths and joined with a newline between files.
     """
     if path is None:
-        raw = (files("kqv.data") / "corpora" / "tinyshakespeare.txt.gz").read_bytes()
-        return Corpus(gzip.decompress(raw).decode(), EMBEDDED_SOURCE)
+        path = EMBEDDED_SOURCE
+    if str(path).startswith("embedded:"):
+        name = str(path)[len("embedded:") :]
+        if name not in EMBEDDED:
+            known = ", ".join(f"embedded:{n}" for n in EMBEDDED)
+            raise UserError(f"{path}: no such embedded corpus; choose one of: {known}")
+        raw = (files("kqv.data") / "corpora" / EMBEDDED[name]).read_bytes()
+        return Corpus(gzip.decompress(raw).decode(), f"embedded:{name}")
     path = Path(path)
     if path.is_dir():
         paths = sorted(

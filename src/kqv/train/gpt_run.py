@@ -118,7 +118,7 @@ def train_gpt(
             "model": to_dict(model_cfg),
             "train": to_dict(train_cfg),
             "data": {
-                "path": str(Path(data).resolve()) if data is not None else None,
+                "path": corpus.source if corpus.source.startswith("embedded:") else str(Path(data).resolve()),
                 "source": corpus.source,
                 "sha256": corpus.sha256,
             },
