@@ -4,6 +4,10 @@
       -> n_layer × Block (pre-LN masked multi-head self-attention, MLP, residuals)
       -> final LayerNorm -> LM head tied to the token embedding -> logits (B, T, V)
 
+Hook points (kqv.nn.hooks) name every activation by module path: `embed`,
+`pos_embed`, `blocks.{i}.…` (see kqv/nn/block.py and attention.py), `ln_final`,
+`logits`; docs/activations.md lists them with their shapes.
+
 The model knows nothing of training: `forward(idx, targets)` returns a small
 named result with the logits and, when targets are given, the mean cross-entropy
 (nats per token).
@@ -18,6 +22,7 @@ from torch import nn
 
 from kqv.config import GPTConfig
 from kqv.nn.block import Block
+from kqv.nn.hooks import HookPoint
 from kqv.nn.kv_cache import KVCache
 from kqv.nn.positional import make_positional
 
@@ -41,6 +46,8 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # tied: one (V, C) matrix reads and writes tokens
+        # hook points: token embeddings, + positions (B, T, C); after ln_f (B, T, C); logits (B, T, V)
+        self.embed, self.pos_embed, self.ln_final, self.logits = HookPoint(), HookPoint(), HookPoint(), HookPoint()
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith(".proj.weight"):  # the residual projections (attn.proj, mlp.proj), scaled as in GPT-2
@@ -86,8 +93,8 @@ class GPT(nn.Module):
                 f"sequence of length {start + T} exceeds block_size {self.config.block_size}; crop the context"
             )
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.tok_emb(idx)  # (B, T) -> (B, T, C)
-        x = self.positional.add_to_embeddings(x, pos)  # learned / sinusoidal; identity for rope, alibi, none
+        x = self.embed(self.tok_emb(idx))  # (B, T) -> (B, T, C)
+        x = self.pos_embed(self.positional.add_to_embeddings(x, pos))  # learned / sinusoidal; x for rope, alibi, none
         if self.training:
             x = self.drop(x)
         patterns = []
@@ -95,8 +102,8 @@ class GPT(nn.Module):
             x, attn = block(x, cache.layers[i] if cache is not None else None, start, need_patterns, self.positional)
             if need_patterns:
                 patterns.append(attn.pattern)
-        x = self.ln_f(x)  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, C) @ (C, V) -> (B, T, V)
+        x = self.ln_final(self.ln_f(x))  # (B, T, C)
+        logits = self.logits(self.lm_head(x))  # (B, T, C) @ (C, V) -> (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T))  # mean over B·T tokens

@@ -15,6 +15,11 @@ Three attentions, each from kqv.nn.attention.MultiHeadAttention:
 Post-LN as in the paper (x = LayerNorm(x + Sublayer(x))) by default; `norm_first`
 gives pre-LN (x = x + Sublayer(LayerNorm(x)), with a final LayerNorm on each stack),
 which tolerates larger learning rates and shorter warm-ups.
+
+Hook points (kqv.nn.hooks), named by module path: embed_src, encoder.{i}.resid_pre|resid_mid|resid_post,
+encoder.{i}.self_attn.q|k|v|scores|pattern|z|out, encoder.{i}.ff.hidden|out, memory, embed_tgt,
+decoder.{i}.resid_pre|resid_mid|resid_cross|resid_post, decoder.{i}.self_attn.…, decoder.{i}.cross_attn.…,
+decoder.{i}.ff.…, decoder_out, logits. Shapes: docs/activations.md.
 """
 
 import math
@@ -27,6 +32,7 @@ from torch import nn
 from kqv.config import TransformerConfig
 from kqv.nn.attention import MultiHeadAttention
 from kqv.nn.block import FeedForward
+from kqv.nn.hooks import HookPoint
 from kqv.nn.kv_cache import LayerCache
 from kqv.nn.positional import make_positional
 
@@ -70,17 +76,19 @@ class EncoderLayer(nn.Module):
         self.ln_1 = nn.LayerNorm(c.d_model, bias=c.bias)
         self.ff = FeedForward(c.d_model, c.bias, c.dropout, hidden=c.d_ff, activation=c.activation)
         self.ln_2 = nn.LayerNorm(c.d_model, bias=c.bias)
+        self.resid_pre, self.resid_mid, self.resid_post = HookPoint(), HookPoint(), HookPoint()  # (B, S, C) each
 
     def forward(self, x: torch.Tensor, src_pad: torch.Tensor, need_pattern: bool = False):
         """x (B, S, C), src_pad (B, S) True at padding -> (B, S, C), pattern (B, nh, S, S) | None."""
+        x = self.resid_pre(x)
         if self.norm_first:
             attn = self.self_attn(self.ln_1(x), key_padding=src_pad, need_pattern=need_pattern)
-            x = x + attn.out
-            x = x + self.ff(self.ln_2(x))
+            x = self.resid_mid(x + attn.out)
+            x = self.resid_post(x + self.ff(self.ln_2(x)))
         else:
             attn = self.self_attn(x, key_padding=src_pad, need_pattern=need_pattern)
-            x = self.ln_1(x + attn.out)
-            x = self.ln_2(x + self.ff(x))
+            x = self.resid_mid(self.ln_1(x + attn.out))
+            x = self.resid_post(self.ln_2(x + self.ff(x)))
         return x, attn.pattern
 
 
@@ -98,6 +106,8 @@ class DecoderLayer(nn.Module):
         self.ln_2 = nn.LayerNorm(c.d_model, bias=c.bias)
         self.ff = FeedForward(c.d_model, c.bias, c.dropout, hidden=c.d_ff, activation=c.activation)
         self.ln_3 = nn.LayerNorm(c.d_model, bias=c.bias)
+        # hook points on the stream (B, T, C): entering, after self-attention, after cross-attention, leaving
+        self.resid_pre, self.resid_mid, self.resid_cross, self.resid_post = (HookPoint() for _ in range(4))
 
     def forward(
         self,
@@ -118,18 +128,19 @@ class DecoderLayer(nn.Module):
         def cross_attention(h):
             return self.cross_attn(h, context_kv=memory_kv, key_padding=src_pad, need_pattern=need_pattern)
 
+        x = self.resid_pre(x)
         if self.norm_first:
             own = self_attention(self.ln_1(x))
-            x = x + own.out
+            x = self.resid_mid(x + own.out)
             cross = cross_attention(self.ln_2(x))
-            x = x + cross.out
-            x = x + self.ff(self.ln_3(x))
+            x = self.resid_cross(x + cross.out)
+            x = self.resid_post(x + self.ff(self.ln_3(x)))
         else:
             own = self_attention(x)
-            x = self.ln_1(x + own.out)
+            x = self.resid_mid(self.ln_1(x + own.out))
             cross = cross_attention(x)
-            x = self.ln_2(x + cross.out)
-            x = self.ln_3(x + self.ff(x))
+            x = self.resid_cross(self.ln_2(x + cross.out))
+            x = self.resid_post(self.ln_3(x + self.ff(x)))
         return x, own.pattern, cross.pattern
 
 
@@ -169,6 +180,10 @@ class Transformer(nn.Module):
         # pre-LN leaves the residual stream unnormalised; post-LN's last sublayer already normalised it
         self.ln_enc = nn.LayerNorm(c.d_model, bias=c.bias) if c.norm_first else nn.Identity()
         self.ln_dec = nn.LayerNorm(c.d_model, bias=c.bias) if c.norm_first else nn.Identity()
+        # hook points: embeddings entering each stack (B, S, C) and (B, T, C); the encoder's output (B, S, C);
+        # the decoder's (B, T, C); logits (B, T, V)
+        self.embed_src, self.embed_tgt, self.memory = HookPoint(), HookPoint(), HookPoint()
+        self.decoder_out, self.logits = HookPoint(), HookPoint()
         self.apply(self._init_weights)
         # E ~ N(0, 1/d_model): the input E·√d_model has unit-variance rows, the output x·Eᵀ modest logits
         nn.init.normal_(self.embed.weight, mean=0.0, std=c.d_model**-0.5)
@@ -199,12 +214,12 @@ class Transformer(nn.Module):
         """src (B, S) -> memory (B, S, C), src_pad (B, S) True at padding, encoder patterns (list) | None."""
         self.check_length(src.shape[1], "a source sentence")
         src_pad = src == self.config.pad_id  # (B, S)
-        x = self._embed(src)  # (B, S, C)
+        x = self.embed_src(self._embed(src))  # (B, S, C)
         patterns = []
         for layer in self.encoder:
             x, pattern = layer(x, src_pad, need_pattern)  # (B, S, C)
             patterns.append(pattern)
-        return self.ln_enc(x), src_pad, (patterns if need_pattern else None)
+        return self.memory(self.ln_enc(x)), src_pad, (patterns if need_pattern else None)
 
     def memory_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The cross-attention keys and values of every decoder layer: [(k, v) (B, nh, S, hs)] × n_layer_dec."""
@@ -221,15 +236,15 @@ class Transformer(nn.Module):
     ):
         """tgt_in (B, T) at positions start…start+T−1 -> logits (B, T, V), decoder and cross patterns | None."""
         self.check_length(start + tgt_in.shape[1], "a translation")
-        x = self._embed(tgt_in, start)  # (B, T, C)
+        x = self.embed_tgt(self._embed(tgt_in, start))  # (B, T, C)
         own_patterns, cross_patterns = [], []
         for i, layer in enumerate(self.decoder):
             cache = caches[i] if caches is not None else None
             x, own, cross = layer(x, memory_kv[i], src_pad, cache, start, need_pattern)  # (B, T, C)
             own_patterns.append(own)
             cross_patterns.append(cross)
-        x = self.ln_dec(x)
-        logits = x @ self.embed.weight.T  # (B, T, C) @ (C, V) -> (B, T, V)
+        x = self.decoder_out(self.ln_dec(x))  # (B, T, C)
+        logits = self.logits(x @ self.embed.weight.T)  # (B, T, C) @ (C, V) -> (B, T, V)
         patterns = {"decoder": own_patterns, "cross": cross_patterns} if need_pattern else None
         return logits, patterns
 

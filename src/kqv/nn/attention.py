@@ -12,6 +12,10 @@ mask and positional bias, and returns it when asked. When the score is
 numbers come from `torch.nn.functional.scaled_dot_product_attention` (fused,
 memory-efficient); the tests check the two paths agree.
 
+Hook points (kqv.nn.hooks) name the tensors of one call: q, k, v (B, nh, T|Tk, hs),
+scores and pattern (B, nh, Tq, Tk), z = pattern·V (B, nh, Tq, hs) and out (B, T, C).
+A hook on `scores` or `pattern` forces the written-out path, as `need_pattern` does.
+
 Notation: B batch, nh heads, Tq queries, Tk keys, hs head size, C = nh·hs.
 """
 
@@ -21,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kqv.nn.hooks import HookPoint
 from kqv.nn.kv_cache import LayerCache
 from kqv.nn.masks import allowed_positions, parse_mask, with_key_padding
 from kqv.nn.positional import PositionalEncoding
@@ -41,22 +46,29 @@ def attention(
     allowed: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     dropout_p: float = 0.0,
+    hook_scores=None,
+    hook_pattern=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The written-out path. q: (B, nh, Tq, hs), k and v: (B, nh, Tk, hs).
 
     score(q, k) -> (B, nh, Tq, Tk); allowed: bool, True where a query may see a key,
     broadcastable to (B, nh, Tq, Tk); bias: added to the scores (ALiBi), (nh, Tq, Tk).
     Returns (out (B, nh, Tq, hs), pattern (B, nh, Tq, Tk)). A query that may see no key
-    at all gets a zero row, not NaN.
+    at all gets a zero row, not NaN. `hook_scores` and `hook_pattern` (tensor -> tensor,
+    e.g. hook points) see the masked scores and the pattern before dropout.
     """
     scores = score(q, k)  # (B, nh, Tq, Tk)
     if bias is not None:
         scores = scores + bias  # (nh, Tq, Tk) broadcasts over B
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))  # -inf, never a finite -1e4
+    if hook_scores is not None:
+        scores = hook_scores(scores)
     pattern = torch.softmax(scores, dim=-1)  # (B, nh, Tq, Tk), rows sum to 1
     if allowed is not None:
         pattern = pattern.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)  # fully masked rows: 0, not NaN
+    if hook_pattern is not None:
+        pattern = hook_pattern(pattern)
     if dropout_p > 0.0:
         pattern = F.dropout(pattern, p=dropout_p, training=True)
     return pattern @ v, pattern  # (B, nh, Tq, Tk) @ (B, nh, Tk, hs) -> (B, nh, Tq, hs)
@@ -98,6 +110,10 @@ class MultiHeadAttention(nn.Module):
         self.mask = parse_mask(mask)
         self.dropout = dropout if attn_dropout is None else attn_dropout  # on the pattern
         self.resid_dropout = nn.Dropout(dropout)
+        # hook points (identities), named for the tensor that passes through: blocks.0.attn.q, …
+        self.q, self.k, self.v = HookPoint(), HookPoint(), HookPoint()  # (B, nh, T, hs), 2 × (B, nh, Tk, hs)
+        self.scores, self.pattern = HookPoint(), HookPoint()  # (B, nh, T, Tk) each; written-out path only
+        self.z, self.out = HookPoint(), HookPoint()  # pattern·V (B, nh, T, hs); output (B, T, C)
 
     def project_qkv(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """x: (B, T, C), context: (B, Tk, C) | None -> q (B, nh, T, hs), k and v (B, nh, Tk, hs), heads split.
@@ -162,11 +178,13 @@ class MultiHeadAttention(nn.Module):
             q, k = positional.rotate(q, k, new_pos, new_pos)  # RoPE rotates the new q and k; identity otherwise
         if cache is not None:
             k, v = cache.append(k, v, start)  # (B, nh, start + T, hs) each
+        q, k, v = self.q(q), self.k(k), self.v(v)  # hook points: k and v are every key and value the queries see
         Tk = k.shape[2]
 
         bias = positional.score_bias(*positions(start, T, Tk, x.device)) if positions_act else None
         dropout_p = self.dropout if self.training else 0.0
-        fast = self.score.fast_path_ok and not need_pattern and bias is None
+        hooked = self.scores.active or self.pattern.active  # they need the written-out path
+        fast = self.score.fast_path_ok and not (need_pattern or hooked) and bias is None
         # causal self-attention where the queries are the last T keys: from the start (training, prefill)
         # or one new token (decoding with a cache, which sees every cached key): no mask tensor is needed
         plain_causal = is_self and self.mask.kind == "causal" and key_padding is None and start + T == Tk
@@ -180,9 +198,11 @@ class MultiHeadAttention(nn.Module):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
                 pattern = None
             else:
-                out, pattern = attention(q, k, v, self.score, allowed, bias, dropout_p)  # (B, nh, T, hs)
+                hooks = (self.scores, self.pattern) if hooked else (None, None)
+                out, pattern = attention(q, k, v, self.score, allowed, bias, dropout_p, *hooks)  # (B, nh, T, hs)
+        out = self.z(out)  # (B, nh, T, hs)
         out = out.transpose(1, 2).contiguous().view(B, T, C)  # merge heads: (B, nh, T, hs) -> (B, T, C)
         out = self.proj(out)  # (B, T, C)
         if self.training:  # (skipped, not called, in eval: decoding pays for every call)
             out = self.resid_dropout(out)
-        return AttentionOutput(out, pattern if need_pattern else None)
+        return AttentionOutput(self.out(out), pattern if need_pattern else None)

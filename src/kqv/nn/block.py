@@ -4,13 +4,15 @@
     x = x + MLP(LayerNorm(x))           # each token thinks on its own
 
 The residual stream x keeps its shape (B, T, C) throughout; every sublayer reads
-a normalised copy and adds its result back.
+a normalised copy and adds its result back. Hook points (kqv.nn.hooks) name the
+stream before, between and after the sublayers: resid_pre, resid_mid, resid_post.
 """
 
 import torch
 from torch import nn
 
 from kqv.nn.attention import AttentionOutput, MultiHeadAttention
+from kqv.nn.hooks import HookPoint
 from kqv.nn.kv_cache import LayerCache
 from kqv.nn.positional import PositionalEncoding
 
@@ -31,10 +33,11 @@ class FeedForward(nn.Module):
         self.act = self.ACTIVATIONS[activation]()
         self.proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
+        self.hidden, self.out = HookPoint(), HookPoint()  # hook points: activation (B, T, H), output (B, T, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(self.act(self.fc(x)))  # (B, T, C) -> (B, T, H) -> (B, T, C)
-        return self.dropout(x) if self.training else x
+        x = self.proj(self.hidden(self.act(self.fc(x))))  # (B, T, C) -> (B, T, H) -> (B, T, C)
+        return self.out(self.dropout(x) if self.training else x)
 
 
 class Block(nn.Module):
@@ -45,6 +48,7 @@ class Block(nn.Module):
         self.attn = MultiHeadAttention(c.n_embd, c.n_head, c.bias, c.dropout, c.score, c.mask)
         self.ln_2 = nn.LayerNorm(c.n_embd, bias=c.bias)
         self.mlp = FeedForward(c.n_embd, c.bias, c.dropout)
+        self.resid_pre, self.resid_mid, self.resid_post = HookPoint(), HookPoint(), HookPoint()  # (B, T, C) each
 
     def forward(
         self,
@@ -54,7 +58,8 @@ class Block(nn.Module):
         need_pattern: bool = False,
         positional: PositionalEncoding | None = None,
     ) -> tuple[torch.Tensor, AttentionOutput]:
+        x = self.resid_pre(x)  # (B, T, C)
         attn = self.attn(self.ln_1(x), cache=cache, start=start, need_pattern=need_pattern, positional=positional)
-        x = x + attn.out  # (B, T, C)
-        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        x = self.resid_mid(x + attn.out)  # (B, T, C)
+        x = self.resid_post(x + self.mlp(self.ln_2(x)))  # (B, T, C)
         return x, attn
