@@ -17,6 +17,8 @@ COMMAND_GROUPS = {
     "gpt": "kqv.commands.gpt",
     "translate": "kqv.commands.translate",
     "bench": "kqv.commands.bench",
+    "inspect": "kqv.commands.inspect",
+    "explain": "kqv.commands.explain",
 }
 
 EXAMPLES = """\
@@ -28,6 +30,8 @@ examples:
   kqv gpt sample runs/gpt --prompt 'ROMEO:'
   kqv translate train                   # English->Spanish Transformer (<= 20 min on 2 cores)
   kqv translate eval runs/translate     # BLEU with beam search
+  kqv inspect runs/gpt "ROMEO: wherefore art thou" --layer 0   # attention heatmaps of every head
+  kqv explain --preset nanogpt-cpu      # every tensor of one forward pass, with its shape
 """
 
 
@@ -55,8 +59,8 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     from kqv.commands.translate import shorthand
 
-    args = build_parser().parse_args(shorthand(list(sys.argv[1:] if argv is None else argv)))
     try:
+        args = build_parser().parse_args(shorthand(list(sys.argv[1:] if argv is None else argv)))
         args.handler(args)
     except UserError as exc:
         print(f"kqv: error: {exc}", file=sys.stderr)
@@ -64,4 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kqv: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kqv … | head -1`: the reader has gone; stop quietly, as `cat` would
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 141
     return 0

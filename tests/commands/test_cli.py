@@ -138,3 +138,29 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, embedded_run, args, messa
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    """`kqv … | head -1`: the pipe closes under the writer; kqv stops quietly with 141, like `cat`."""
+    import subprocess
+    import sys
+
+    program = tmp_path / "chatty.py"
+    program.write_text(
+        "import sys\n"
+        "from kqv import cli\n"
+        "class Args:  # a command that writes far more than a pipe holds\n"
+        "    def handler(self, args):\n"
+        "        for i in range(200_000):\n"
+        "            print('line', i)\n"
+        "class Parser:\n"
+        "    def parse_args(self, argv):\n"
+        "        return Args()\n"
+        "cli.build_parser = Parser\n"
+        "sys.exit(cli.main([]))\n"
+    )
+    script = f"'{sys.executable}' '{program}' | head -1; exit ${{PIPESTATUS[0]}}"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "line 0\n"
+    assert "Traceback" not in done.stderr and done.stderr == ""
+    assert done.returncode == 141

@@ -1,0 +1,274 @@
+"""`kqv inspect`: where each token looks — attention heatmaps and per-head summaries (step 5).
+
+One forward pass with the patterns kept (kqv.inspect.patterns), read as numbers
+(kqv.inspect.attention) and drawn (kqv.viz.attention). Everything printed here comes from
+those library functions; this module only chooses, prints and writes.
+"""
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from kqv.commands._common import add_command, add_json_flag, emit_json, positive_int
+from kqv.errors import UserError
+
+EXAMPLES = """\
+  kqv inspect runs/gpt "The pizza came out of the oven and it tasted good" --query-token it
+  kqv inspect runs/gpt "ROMEO: But soft" --layer 2 --head 1   # one head large, with its tokens
+  kqv inspect runs/translate "The pizza came out of the oven" --attention cross --json
+  kqv inspect --preset tiny "hello there"                 # a GPT preset with random weights
+  kqv inspect --preset translate/tiny "good morning"      # a translation preset, random weights
+"""
+
+
+def register(groups) -> None:
+    parser = add_command(
+        groups,
+        "inspect",
+        "step 5: look inside — attention heatmaps (PNG) and per-head summaries of a run, or of a preset with "
+        "random weights",
+        EXAMPLES,
+        run_inspect,
+    )
+    parser.usage = "kqv inspect RUN TEXT [options]\n       kqv inspect --preset NAME TEXT [options]"
+    parser.add_argument(
+        "run",
+        nargs="?",
+        metavar="RUN",
+        help="a run directory from `kqv gpt train` or `kqv translate train` (leave it out with --preset)",
+    )
+    parser.add_argument("text", nargs="?", metavar="TEXT", help="the text to look at (the source, for translation)")
+    parser.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="instead of a run: random weights from a preset, NAME for a GPT (tiny, default, …) or translate/NAME "
+        "for the encoder–decoder; shows the shapes without training",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of the random weights with --preset (default 0)"
+    )
+    parser.add_argument(
+        "--layer", type=int, metavar="L", help="draw this layer's heads large (with --head: just that head)"
+    )
+    parser.add_argument("--head", type=int, metavar="H", help="draw this head large (of every layer, or of --layer)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--query-token",
+        metavar="WORD",
+        help="the query to report: WORD as a whole word of the text, case-insensitive; its last token, at its last "
+        "occurrence (default: the last token)",
+    )
+    which.add_argument(
+        "--query-index", type=int, metavar="N", help="the query to report by position (0-based; -1 = the last token)"
+    )
+    parser.add_argument(
+        "--attention",
+        choices=["encoder", "decoder", "cross"],
+        help="translation runs: only this kind (default: all three)",
+    )
+    parser.add_argument(
+        "--target",
+        metavar="TEXT",
+        help="translation runs: the decoder's text (default: the model's own greedy translation)",
+    )
+    parser.add_argument(
+        "--top", type=positive_int, default=3, metavar="K", help="keys listed per head for the query (default 3)"
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", help="folder for the PNGs (default: RUN/inspect, or runs/inspect-PRESET)"
+    )
+    add_json_flag(parser)
+
+
+def _run_and_text(args) -> tuple[str | None, str]:
+    given = [a for a in (args.run, args.text) if a is not None]
+    if args.preset is not None:
+        if len(given) != 1:
+            raise UserError('with --preset give only the text: kqv inspect --preset tiny "The pizza came out …"')
+        return None, given[0]
+    if len(given) != 2:
+        raise UserError(
+            'give a run directory and a text: kqv inspect runs/gpt "The pizza came out …" '
+            '(or a preset with random weights: kqv inspect --preset tiny "…")'
+        )
+    return given[0], given[1]
+
+
+def _pick_query(maps, args) -> tuple[int | None, str, str]:
+    """-> (the query row to report, how it was chosen, "") or (None, a short note, the full error) for this side."""
+    from kqv.inspect.attention import find_query, resolve_index
+
+    side = maps.query_side
+    try:
+        if args.query_index is not None:
+            return resolve_index(len(maps.query_texts), args.query_index, side), f"--query-index {args.query_index}", ""
+        if args.query_token is not None:
+            match = find_query(maps.query_texts, args.query_token, side)
+            many = f"the last of {match.count} occurrences" if match.count > 1 else "its only occurrence"
+            return match.index, f"{args.query_token.strip()!r}, {many}", ""
+    except UserError as exc:
+        asked = f"--query-index {args.query_index}" if args.query_index is not None else repr(args.query_token.strip())
+        return None, f"{asked} is not in the {side}", str(exc)
+    return maps.default_query, f"the last token of the {side}" if side != "source" else "the last token before </s>", ""
+
+
+def _check_range(all_maps, args) -> None:
+    for kind, maps in all_maps.items():
+        L, nh = maps.patterns.shape[:2]
+        if args.layer is not None and not 0 <= args.layer < L:
+            raise UserError(f"--layer {args.layer} is out of range: the {kind} attention has {L} layers (0 … {L - 1})")
+        if args.head is not None and not 0 <= args.head < nh:
+            raise UserError(f"--head {args.head} is out of range: the {kind} attention has {nh} heads (0 … {nh - 1})")
+
+
+def _key_text(texts: list[str], index: int, standalone: frozenset[str]) -> str:
+    """A key as shown in the table: its label, and for a piece of a word the word ("'z'(pizza)")."""
+    from kqv.inspect.attention import token_label, word_around
+
+    own = texts[index]
+    word = word_around(texts, index, standalone).strip()
+    shown = f"'{token_label(own)}'"
+    return f"{shown}({word})" if word and word != own.strip() else shown
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    """Columns two spaces apart; the columns in `right` right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        cells = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        return "  ".join(cells).rstrip()
+
+    return [line(header), *(line(r) for r in rows)]
+
+
+def _numbered(texts: list[str]) -> str:
+    """Tokens with their positions, for --query-index: "0:T 1:h 2:e 3:␣"."""
+    from kqv.inspect.attention import token_label
+
+    return " ".join(f"{i}:{token_label(t)}" for i, t in enumerate(texts))
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def describe_kind(kind: str, maps, query: int | None, how: str, top: int) -> tuple[list[str], dict]:
+    """The printed lines and the JSON entry of one kind of attention."""
+    import math
+
+    from kqv.inspect.attention import check_pattern, summarize, token_label, top_attended, word_around
+    from kqv.viz.attention import TITLES
+
+    check_pattern(maps.patterns, maps.allowed())  # what is reported and drawn are real distributions
+    L, nh, Tq, Tk = maps.patterns.shape
+    sides = f"{Tq} tokens" if kind in ("self", "encoder", "decoder") else f"{Tq} target queries × {Tk} source keys"
+    lines = [f"== {TITLES[kind]}, mask {maps.mask}: {L} layer{'s' * (L > 1)} × {nh} heads, {sides} =="]
+    labels = [token_label(t) for t in maps.key_texts]
+    entry = {"mask": maps.mask, "query_tokens": [token_label(t) for t in maps.query_texts], "key_tokens": labels}
+    tops = []
+    if query is None:
+        lines.append(f"no query here: {how} (choose one with --query-index N)")
+        entry["query"] = None
+    else:
+        word = word_around(maps.query_texts, query, maps.specials).strip()
+        label = token_label(maps.query_texts[query])
+        in_word = f" in {word!r}" if word and word != maps.query_texts[query].strip() else ""
+        lines.append(f"query: token {query} '{label}'{in_word} ({how}); the keys it attends to most, per head:")
+        entry["query"] = {"index": query, "token": label, "word": word, "chosen_by": how}
+        rows = []
+        for layer in range(L):
+            for head in range(nh):
+                keys = top_attended(maps.patterns[layer, head, query], labels, top)
+                tops.append({"layer": layer, "head": head, "keys": [asdict(k) for k in keys]})
+                cells = [f"{_key_text(maps.key_texts, k.index, maps.specials)} {k.weight:.2f}" for k in keys]
+                rows.append([str(layer), str(head), *cells])
+        ordinal = ["1st", "2nd", "3rd"] + [f"{i}th" for i in range(4, top + 1)]
+        lines += _table(["layer", "head", *ordinal[: len(rows[0]) - 2]], rows, {0, 1})
+    entry["top"] = tops
+    summaries = summarize(maps.patterns, maps.self_attention)
+    entry["summaries"] = [asdict(s) for s in summaries]
+    if maps.mask == "none":
+        uniform = f"uniform over all {Tk} keys = {math.log(Tk):.2f}"
+    else:
+        uniform = f"uniform over the keys a query may see ≤ {math.log(Tk):.2f}"
+    lines.append(
+        f"per head (means over queries; entropy in nats, 0 = one key, {uniform}; "
+        "prev / first / self: weight on the previous token, the first token, itself):"
+    )
+    rows = [
+        [str(s.layer), str(s.head), f"{s.entropy:.3f}"]
+        + [_number(v, 2) for v in (s.prev_token, s.first_token, s.self_token)]
+        for s in summaries
+    ]
+    lines += _table(["layer", "head", "entropy", "prev", "first", "self"], rows, {0, 1, 2, 3, 4, 5})
+    return lines, entry
+
+
+def run_inspect(args) -> None:
+    from kqv.inspect.attention import token_label
+    from kqv.inspect.patterns import gpt_maps, load_subject, translation_maps
+    from kqv.viz.attention import plot_grid, plot_head
+
+    started = time.perf_counter()
+    run, text = _run_and_text(args)
+    subject = load_subject(run, args.preset, args.seed)
+    target = None
+    if subject.family == "gpt":
+        if args.attention or args.target is not None:
+            raise UserError("--attention and --target are for translation runs; a GPT has one kind of attention")
+        all_maps = {"self": gpt_maps(subject.model, subject.tokenizer, text)}
+    else:
+        all_maps, target = translation_maps(subject.model, subject.tokenizer, text, args.target)
+        sides = (all_maps["cross"].key_texts, all_maps["cross"].query_texts)  # (source + </s>, <s> + target)
+        if args.attention:
+            all_maps = {args.attention: all_maps[args.attention]}
+    _check_range(all_maps, args)
+    queries = {kind: _pick_query(maps, args) for kind, maps in all_maps.items()}
+    if all(index is None for index, _, _ in queries.values()):
+        raise UserError(next(iter(queries.values()))[2])  # found on no side: the first side's full message
+
+    out_dir = Path(args.out) if args.out else subject.default_out
+    print(f"model: {subject.name} ({subject.family})")
+    if subject.family == "gpt":
+        tokens = [token_label(t) for t in all_maps["self"].query_texts]
+        print(f"tokens ({len(tokens)}): {_numbered(all_maps['self'].query_texts)}")
+    else:
+        source_texts, target_texts = sides
+        tokens = {"source": [token_label(t) for t in source_texts], "target": [token_label(t) for t in target_texts]}
+        print(f"source tokens ({len(source_texts)}): {_numbered(source_texts)}")
+        where = "--target" if args.target is not None else "the model's greedy translation"
+        print(f"target ({where}): {target}")
+        print(f"decoder tokens ({len(target_texts)}): {_numbered(target_texts)}")
+
+    result = {
+        "command": "inspect",
+        "run": run,
+        "preset": args.preset,
+        "model": subject.family,
+        "text": text,
+        "target": target,
+        "tokens": tokens,
+        "out": str(out_dir),
+        "attention": {},
+    }
+    files = []
+    for kind, maps in all_maps.items():
+        query, how, _ = queries[kind]
+        lines, entry = describe_kind(kind, maps, query, how, args.top)
+        print()
+        print("\n".join(lines))
+        L, nh = maps.patterns.shape[:2]
+        written = [plot_grid(maps, out_dir / f"{kind}-grid.png")]
+        if args.layer is not None or args.head is not None:
+            for layer in [args.layer] if args.layer is not None else range(L):
+                for head in [args.head] if args.head is not None else range(nh):
+                    written.append(plot_head(maps, layer, head, out_dir / f"{kind}-layer{layer}-head{head}.png", query))
+        entry["files"] = [str(p) for p in written]
+        files += entry["files"]
+        result["attention"][kind] = entry
+        print("wrote " + ", ".join(entry["files"]))
+    seconds = time.perf_counter() - started
+    print(f"done in {seconds:.1f} s")
+    if args.json:
+        emit_json({**result, "files": files, "seconds": seconds})

@@ -1,0 +1,258 @@
+"""`kqv inspect` as a user meets it: PNG heatmaps and tables for a GPT run, a translation run and a preset with
+random weights; what is hidden in the plotted matrices; --json; bad input as one line with exit code 2.
+
+Runs are trained with the `tiny` presets on small texts (a few seconds each) in-process through `kqv.cli.main`.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from kqv.cli import main
+from kqv.inspect.attention import masked_pattern
+from kqv.inspect.patterns import gpt_maps, load_subject, translation_maps
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SENTENCE = "The pizza came out of the oven and it tasted good"
+NUMBERS_EN = "zero one two three four five six seven eight nine".split()
+NUMBERS_ES = "cero uno dos tres cuatro cinco seis siete ocho nueve".split()
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """`kqv ARGS` in this process -> (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def assert_png(path, min_width=200) -> None:
+    from PIL import Image
+
+    data = open(path, "rb").read()
+    assert data[:8] == PNG and len(data) > 5_000
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width >= min_width and image.height >= min_width
+
+
+@pytest.fixture(scope="module")
+def gpt_run(tmp_path_factory):
+    """A tiny char GPT (2 layers × 2 heads, context 32) trained 10 steps on the sentence repeated."""
+    folder = tmp_path_factory.mktemp("gpt")
+    corpus = folder / "pizza.txt"
+    corpus.write_text((SENTENCE + ".\n") * 60, encoding="utf-8")
+    out = folder / "run"
+    assert (
+        main(["gpt", "train", "--preset", "tiny", "--data", str(corpus), "--max-iters", "10", "--out", str(out)]) == 0
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def tr_run(tmp_path_factory):
+    """A tiny English→Spanish numbers Transformer (1 + 1 layers × 2 heads, BPE) trained 30 steps."""
+    folder = tmp_path_factory.mktemp("tr")
+    tsv = folder / "numbers.tsv"
+    rng = np.random.default_rng(0)
+    lines = []
+    for _ in range(300):
+        digits = rng.integers(0, 10, rng.integers(1, 6))
+        lines.append(f"{' '.join(NUMBERS_EN[d] for d in digits)}\t{' '.join(NUMBERS_ES[d] for d in digits)}\n")
+    tsv.write_text("".join(lines), encoding="utf-8")
+    out = folder / "run"
+    assert main(["translate", "train", "--preset", "tiny", "--data", str(tsv), "--out", str(out)]) == 0
+    return out
+
+
+def test_gpt_run_writes_the_grid_and_head_maps_and_prints_both_tables(gpt_run, tmp_path, capsys):
+    text = "the pizza came out and it tasted"
+    code, out, err = cli(capsys, "inspect", gpt_run, text, "--query-token", "it", "--layer", "1", "--out", tmp_path,
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    result = last_json(out)
+    assert result["command"] == "inspect" and result["model"] == "gpt" and result["run"] == str(gpt_run)
+    assert result["tokens"] == [c if c != " " else "␣" for c in text]  # a char model: one token per character
+    self_attn = result["attention"]["self"]
+    assert self_attn["mask"] == "causal"
+    names = sorted(p.split("/")[-1] for p in result["files"])
+    assert names == ["self-grid.png", "self-layer1-head0.png", "self-layer1-head1.png"]
+    for path in result["files"]:
+        assert_png(path)
+    query = self_attn["query"]
+    assert query["index"] == text.index(" it") + 2 and query["token"] == "t" and query["word"] == "it"
+    assert len(self_attn["top"]) == 4 and len(self_attn["summaries"]) == 4  # 2 layers × 2 heads
+    for row in self_attn["top"]:
+        weights = [k["weight"] for k in row["keys"]]
+        assert len(weights) == 3 and weights == sorted(weights, reverse=True) and 0 < sum(weights) <= 1 + 1e-6
+        assert all(k["index"] <= query["index"] for k in row["keys"])  # a causal query sees only the past
+    for s in self_attn["summaries"]:
+        assert 0 <= s["entropy"] <= math.log(len(text)) and 0 <= s["prev_token"] <= 1 and 0 <= s["first_token"] <= 1
+    assert f"query: token {query['index']} 't' in 'it'" in out
+    assert "layer  head  entropy  prev  first  self" in out and "layer  head  1st" in out
+    assert result["seconds"] < 10
+
+
+def test_gpt_patterns_rows_sum_to_one_and_the_future_is_hidden(gpt_run):
+    subject = load_subject(str(gpt_run))
+    maps = gpt_maps(subject.model, subject.tokenizer, "the oven and it")
+    L, nh, T, Tk = maps.patterns.shape
+    assert (L, nh, T, Tk) == (2, 2, 15, 15)
+    assert maps.patterns.sum(axis=-1) == pytest.approx(np.ones((L, nh, T)), abs=1e-5)
+    future = np.triu(np.ones((T, T), bool), k=1)
+    for layer in range(L):
+        for head in range(nh):
+            shown = masked_pattern(maps.patterns[layer, head], maps.allowed())
+            assert (shown.mask == future).all()  # exactly the causal triangle, never the diagonal
+            assert (maps.patterns[layer, head][future] == 0).all()
+
+
+def test_default_query_is_the_last_token_and_no_head_maps_without_layer_or_head(gpt_run, tmp_path, capsys):
+    code, out, err = cli(capsys, "inspect", gpt_run, "the oven", "--out", tmp_path, "--json", "--top", "2")
+    assert code == 0, err
+    result = last_json(out)
+    assert result["attention"]["self"]["query"]["index"] == 7
+    assert [p.split("/")[-1] for p in result["files"]] == ["self-grid.png"]
+    assert all(len(row["keys"]) == 2 for row in result["attention"]["self"]["top"])
+    code, out, err = cli(capsys, "inspect", gpt_run, "the oven", "--head", "0", "--query-index", "-3", "--out",
+                         tmp_path, "--json")  # fmt: skip
+    result = last_json(out)
+    assert code == 0 and result["attention"]["self"]["query"]["index"] == 5
+    assert sorted(p.split("/")[-1] for p in result["files"]) == ["self-grid.png", "self-layer0-head0.png",
+                                                                 "self-layer1-head0.png"]  # fmt: skip
+
+
+def test_default_out_dir_is_inside_the_run(gpt_run, capsys):
+    code, out, err = cli(capsys, "inspect", gpt_run, "it tasted", "--json")
+    assert code == 0, err
+    assert last_json(out)["files"] == [str(gpt_run / "inspect" / "self-grid.png")]
+    assert (gpt_run / "inspect" / "self-grid.png").read_bytes()[:8] == PNG
+
+
+def test_translation_run_shows_all_three_attentions(tr_run, tmp_path, capsys):
+    code, out, err = cli(capsys, "inspect", tr_run, "one two three", "--target", "uno dos tres", "--out", tmp_path,
+                         "--layer", "0", "--head", "1", "--query-token", "two", "--json")  # fmt: skip
+    assert code == 0, err
+    result = last_json(out)
+    assert result["model"] == "translation" and result["target"] == "uno dos tres"
+    source, target = result["tokens"]["source"], result["tokens"]["target"]
+    assert source[-1] == "</s>" and target[0] == "<s>"
+    kinds = result["attention"]
+    assert list(kinds) == ["encoder", "decoder", "cross"]
+    assert [kinds[k]["mask"] for k in kinds] == ["none", "causal", "none"]
+    assert kinds["encoder"]["key_tokens"] == source and kinds["cross"]["key_tokens"] == source
+    assert kinds["cross"]["query_tokens"] == target and kinds["decoder"]["key_tokens"] == target
+    assert kinds["encoder"]["query"]["word"] == "two"  # an English word: found in the source (its last BPE piece)
+    assert kinds["decoder"]["query"] is None and kinds["cross"]["query"] is None
+    assert "no query here: 'two' is not in the target" in out
+    assert all(s["prev_token"] is None and s["self_token"] is None for s in kinds["cross"]["summaries"])
+    names = sorted(p.split("/")[-1] for p in result["files"])
+    assert names == sorted(f"{k}-{f}.png" for k in kinds for f in ("grid", "layer0-head1"))
+    for path in result["files"]:
+        assert_png(path)
+
+
+def test_translation_patterns_hide_only_the_decoders_future(tr_run):
+    subject = load_subject(str(tr_run))
+    maps, target = translation_maps(subject.model, subject.tokenizer, "four five six seven")
+    assert isinstance(target, str)  # the model's own greedy translation
+    S = maps["encoder"].patterns.shape[-1]
+    T = maps["decoder"].patterns.shape[-1]
+    assert maps["cross"].patterns.shape[-2:] == (T, S)
+    for kind, m in maps.items():
+        assert m.patterns.sum(axis=-1) == pytest.approx(np.ones(m.patterns.shape[:-1]), abs=1e-5), kind
+        hidden = masked_pattern(m.patterns[0, 0], m.allowed()).mask
+        if kind == "decoder":
+            assert (hidden == np.triu(np.ones((T, T), bool), k=1)).all()
+        else:
+            assert not hidden.any(), kind  # encoder self-attention and cross-attention hide nothing
+
+
+def test_attention_option_keeps_one_kind_and_the_default_target_is_greedy(tr_run, tmp_path, capsys):
+    code, out, err = cli(capsys, "inspect", tr_run, "eight nine", "--attention", "cross", "--out", tmp_path, "--json")
+    assert code == 0, err
+    result = last_json(out)
+    assert list(result["attention"]) == ["cross"] and [p.split("/")[-1] for p in result["files"]] == ["cross-grid.png"]
+    assert "target (the model's greedy translation):" in out
+    assert result["attention"]["cross"]["query"]["index"] == len(result["tokens"]["target"]) - 1
+
+
+def test_preset_with_random_weights(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "inspect", "--preset", "tiny", "hello there", "--json")
+    assert code == 0, err
+    result = last_json(out)
+    assert result["preset"] == "tiny" and result["run"] is None
+    assert result["files"] == ["runs/inspect-tiny/self-grid.png"] and (tmp_path / result["files"][0]).is_file()
+    assert "random weights" in out
+    # random weights (std 0.02) attend almost uniformly: query i spreads ~1/(i+1) over itself and the past
+    uniform = np.mean([math.log(i + 1) for i in range(len("hello there"))])
+    assert all(s["entropy"] == pytest.approx(uniform, rel=0.05) for s in result["attention"]["self"]["summaries"])
+
+
+def test_translation_preset_with_random_weights(tmp_path, capsys):
+    code, out, err = cli(capsys, "inspect", "--preset", "translate/tiny", "good morning", "--target", "buenos días",
+                         "--out", tmp_path, "--json")  # fmt: skip
+    assert code == 0, err
+    result = last_json(out)
+    assert result["model"] == "translation" and len(result["files"]) == 3
+    shown = "".join(result["tokens"]["target"][1:]).replace("␣", " ")
+    assert shown in ("buenos días", "buenos d\\xc3\\xadas")  # a piece holding half of "í" shows its byte
+
+
+def bad_cases(gpt_run, tr_run):
+    return {
+        "no such run": (["runs/nope", "hello"], "runs/nope: no such run directory"),
+        "empty text": ([gpt_run, "   "], "the text is empty"),
+        "unknown query token": ([gpt_run, "the oven", "--query-token", "pizza"], "'pizza' is not a word of the text"),
+        "query index": ([gpt_run, "the oven", "--query-index", "8"], "--query-index 8 is out of range"),
+        "layer": ([gpt_run, "the oven", "--layer", "2"], "--layer 2 is out of range: the self attention has 2 layers"),
+        "head": ([gpt_run, "the oven", "--head", "-1"], "--head -1 is out of range"),
+        "too long": ([gpt_run, "the oven " * 5], "the text is 45 tokens but the model reads at most 32"),
+        "unknown char": ([gpt_run, "the ovén"], "not in the char tokenizer's vocabulary"),
+        "attention on a gpt": ([gpt_run, "the oven", "--attention", "cross"], "are for translation runs"),
+        "no text": ([gpt_run], "give a run directory and a text"),
+        "run and preset": ([gpt_run, "the oven", "--preset", "tiny"], "with --preset give only the text"),
+        "unknown preset": (["--preset", "huge", "hi"], "--preset huge: no such preset; choose one of default"),
+        "query on no side": (
+            [tr_run, "one two", "--target", "uno dos", "--query-token", "tres"],
+            "'tres' is not a word of the source",
+        ),  # fmt: skip
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["no such run", "empty text", "unknown query token", "query index", "layer", "head", "too long", "unknown char",
+     "attention on a gpt", "no text", "run and preset", "unknown preset", "query on no side"],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_exit_2(case, gpt_run, tr_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args, message = bad_cases(gpt_run, tr_run)[case]
+    code, out, err = cli(capsys, "inspect", *args, "--out", tmp_path / "out")
+    assert code == 2
+    assert err.startswith("kqv: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert message in err
+    assert not (tmp_path / "out").exists()  # nothing is written before the input is known to be good
+
+
+def test_bad_input_in_a_real_process(tmp_path):
+    import subprocess
+    import sys
+
+    missing = tmp_path / "nope"
+    proc = subprocess.run([sys.executable, "-m", "kqv", "inspect", missing, "hello"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        f"kqv: error: {missing}: no such run directory; train one with `kqv gpt train --out {missing}`, "
+        "or look at a model with random weights: kqv inspect --preset tiny TEXT\n"
+    )
