@@ -19,6 +19,7 @@ COMMAND_GROUPS = {
     "bench": "kqv.commands.bench",
     "inspect": "kqv.commands.inspect",
     "explain": "kqv.commands.explain",
+    "lab": "kqv.commands.lab",
 }
 
 EXAMPLES = """\

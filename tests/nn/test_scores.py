@@ -41,6 +41,10 @@ def reference(name, score, q, k):
                             v[e] * math.tanh(sum(W[e, d] * qi[d] + U[e, d] * kj[d] for d in range(HS)))
                             for e in range(HS)
                         )
+                    elif name == "negated_dot":
+                        s = -sum(qi[d] * kj[d] for d in range(HS)) / math.sqrt(HS)
+                    elif name == "neg_distance":
+                        s = -sum((qi[d] - kj[d]) ** 2 for d in range(HS)) / math.sqrt(HS)
                     out[b, h, i, j] = s
     return out
 
@@ -129,7 +133,7 @@ def test_parameter_shapes():
     assert additive.W.shape == additive.U.shape == (NH, HS, HS)
     assert additive.v.shape == (NH, HS)
     assert make_score("cosine", NH, HS).log_temperature.shape == (NH,)
-    for name in ("scaled_dot", "dot", "squared_dot"):
+    for name in ("scaled_dot", "dot", "squared_dot", "negated_dot", "neg_distance"):
         assert not list(make_score(name, NH, HS).parameters())
 
 
@@ -145,3 +149,18 @@ def test_unknown_score_lists_valid_names():
         assert name in str(info.value)
     with pytest.raises(ValueError, match="head_size"):
         make_score("dot", NH, 0)
+
+
+def test_negated_dot_is_scaled_dot_with_the_query_negated():
+    q, k = random_qk()
+    torch.testing.assert_close(make_score("negated_dot", NH, HS)(q, k), make_score("scaled_dot", NH, HS)(-q, k))
+
+
+def test_neg_distance_puts_the_nearest_key_first_and_differs_from_scaled_dot_by_key_norms_only():
+    q, k = random_qk()
+    got = make_score("neg_distance", NH, HS)(q, k)
+    nearest = torch.cdist(q, k).argmin(-1)  # (B, nh, Tq)
+    assert torch.equal(got.argmax(-1), nearest)
+    # softmax ignores the per-row ‖q‖² term: the weights are those of 2·q·k − ‖k‖², all over √hs
+    expected = (2 * q @ k.transpose(-2, -1) - (k * k).sum(-1)[:, :, None, :]) / math.sqrt(HS)
+    torch.testing.assert_close(torch.softmax(got, -1), torch.softmax(expected, -1))

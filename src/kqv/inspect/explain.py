@@ -123,6 +123,8 @@ _SCORES = {
     "squared_dot": "(q⊙q)·(k⊙k)ᵀ/√hs",
     "cosine": "τ·cos(q, k)",
     "additive": "vᵀ·tanh(W·q + U·k)",
+    "negated_dot": "−q·kᵀ/√hs",
+    "neg_distance": "−‖q−k‖²/√hs",
 }
 
 

@@ -11,6 +11,8 @@ built by `make_score(name, n_head, head_size)` from the registry `SCORES`:
     squared_dot  (q⊙q)·(k⊙k)ᵀ / √hs               an ablation: every score ≥ 0
     cosine       τ_h · cos(q, k), learned τ_h     Liu et al. 2022 (Swin v2), §3.2
     additive     vₕᵀ tanh(Wₕ q + Uₕ k)             Bahdanau et al. 2015, eq. 6 / App. A.1.2
+    negated_dot  −q·kᵀ / √hs                      an ablation: the literal inverse of scaled_dot
+    neg_distance −‖q − k‖² / √hs                  an ablation: attend to the nearest key
 
 `fast_path_ok` is True only for scaled_dot: exactly what `F.scaled_dot_product_attention` computes,
 so the model may call it instead (when no attention pattern is requested).
@@ -127,7 +129,43 @@ class Additive(Score):
         return torch.einsum("bhqke,he->bhqk", hidden, self.v)  # (B, nh, Tq, Tk)
 
 
-SCORES: dict[str, type[Score]] = {cls.name: cls for cls in (ScaledDot, Dot, SquaredDot, Cosine, Additive)}
+class NegatedDot(Score):
+    """−q·kᵀ/√hs: the key most like the query gets the least weight.
+
+    The learner's "what if we use the inverse?". Inside a model it changes nothing that matters: q = x·W_Q
+    with W_Q learned, and −q·k = (x·(−W_Q))·k, so the model can learn −W_Q and recover scaled_dot exactly;
+    W_Q's initialisation is symmetric about 0, so even the starting distribution is the same. Expect the
+    same loss as scaled_dot within seed noise: the sign of a learned score is a convention, not a choice.
+    """
+
+    name = "negated_dot"
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return -(q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)  # (B, nh, Tq, Tk)
+
+
+class NegDistance(Score):
+    """−‖q − k‖²/√hs: attend to the nearest key, as an RBF kernel would.
+
+    The other "inverse": a large distance means a small score. Expanding, −‖q−k‖² = 2q·k − ‖q‖² − ‖k‖².
+    The −‖q‖² term is the same for every key in a row and the softmax ignores it (shift-invariance), so
+    this is scaled_dot at twice the scale minus a penalty on long keys: a key can no longer win by being
+    long, only by being close. Kim et al. 2021 ("The Lipschitz constant of self-attention") use this
+    L2 form to make attention Lipschitz.
+    """
+
+    name = "neg_distance"
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        qk = q @ k.transpose(-2, -1)  # (B, nh, Tq, Tk)
+        qq = (q * q).sum(-1, keepdim=True)  # (B, nh, Tq, 1)
+        kk = (k * k).sum(-1)[:, :, None, :]  # (B, nh, 1, Tk)
+        return -(qq - 2 * qk + kk) / math.sqrt(self.head_size)  # (B, nh, Tq, Tk)
+
+
+SCORES: dict[str, type[Score]] = {
+    cls.name: cls for cls in (ScaledDot, Dot, SquaredDot, Cosine, Additive, NegatedDot, NegDistance)
+}
 
 
 def make_score(name: str, n_head: int, head_size: int) -> Score:

@@ -1,0 +1,122 @@
+"""Attention variants by name, and the lab's built-in grids.
+
+A variant is one choice of score (kqv.nn.scores), mask (kqv.nn.masks) and positional encoding
+(kqv.nn.positional), written `"score=dot;mask=causal;pos=rope"`. Keys left out take the baseline's
+value, so `"mask=anticausal"` is the baseline with only its mask changed:
+
+    >>> parse_variant("score=dot;pos=rope").label
+    'dot · causal · rope'
+
+The baseline is GPT-2's: scaled_dot, causal, learned positions.
+"""
+
+from dataclasses import dataclass
+
+from kqv.errors import UserError
+
+BASELINE = {"score": "scaled_dot", "mask": "causal", "pos": "learned"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    score: str = BASELINE["score"]
+    mask: str = BASELINE["mask"]
+    pos: str = BASELINE["pos"]
+    question: str = ""  # the learner's question this variant answers (seed-questions grid)
+
+    @property
+    def spec(self) -> str:
+        """The canonical string: parse_variant(v.spec) == v (question aside)."""
+        return f"score={self.score};mask={self.mask};pos={self.pos}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.score} · {self.mask} · {self.pos}"
+
+    @property
+    def slug(self) -> str:
+        """A folder name: 'dot-causal-rope', 'scaled_dot-window8-learned'."""
+        return f"{self.score}-{self.mask.replace(':', '')}-{self.pos}"
+
+    @property
+    def overrides(self) -> list[str]:
+        """`--set` overrides for kqv.train.gpt_run.train_gpt."""
+        return [f"score={self.score}", f"mask={self.mask}", f"pos_encoding={self.pos}"]
+
+    @property
+    def leaks(self) -> bool:
+        """True when the mask lets a position see the token it must predict."""
+        from kqv.nn.masks import sees_future
+
+        return sees_future(self.mask)
+
+
+def parse_variant(text: str, question: str = "") -> Variant:
+    """`"score=dot;mask=window:8"` -> Variant; an unknown key or value is a one-line UserError."""
+    from kqv.nn.masks import parse_mask
+    from kqv.nn.positional import POSITIONAL
+    from kqv.nn.scores import SCORES
+
+    values = dict(BASELINE)
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or key not in BASELINE:
+            raise UserError(f"variant {text!r}: expected key=value parts with keys score, mask, pos; got {part!r}")
+        values[key] = value
+    if values["score"] not in SCORES:
+        raise UserError(f"variant {text!r}: unknown score {values['score']!r}; choose one of {', '.join(SCORES)}")
+    try:
+        values["mask"] = parse_mask(values["mask"]).name
+    except ValueError as exc:
+        raise UserError(f"variant {text!r}: {exc}") from None
+    if values["pos"] not in POSITIONAL:
+        raise UserError(f"variant {text!r}: unknown pos {values['pos']!r}; choose one of {', '.join(POSITIONAL)}")
+    return Variant(values["score"], values["mask"], values["pos"], question)
+
+
+def _grid(*entries: tuple[str, str]) -> tuple[Variant, ...]:
+    return tuple(parse_variant(spec, question) for spec, question in entries)
+
+
+GRIDS: dict[str, tuple[Variant, ...]] = {
+    "scores": _grid(
+        ("score=scaled_dot", "baseline: q·kᵀ/√hs"),
+        ("score=dot", "no 1/√hs scale"),
+        ("score=squared_dot", "square the numbers first"),
+        ("score=negated_dot", "the literal inverse: −q·kᵀ/√hs"),
+        ("score=neg_distance", "a distance, inverted: −‖q−k‖²/√hs"),
+        ("score=cosine", "cosine similarity with a learned temperature"),
+        ("score=additive", "Bahdanau's small network"),
+    ),
+    "masks": _grid(
+        ("mask=causal", "baseline: hide the upper-right triangle (the future)"),
+        ("mask=anticausal", "hide the lower-left triangle (the past) instead"),
+        ("mask=none", "hide nothing"),
+        ("mask=window:8", "see only the last 8 tokens"),
+    ),
+    "positions": _grid(
+        ("pos=sinusoidal", "sin and cos of the position (Vaswani et al.)"),
+        ("pos=learned", "baseline: a learned vector per position (GPT-2)"),
+        ("pos=rope", "rotate q and k by the position"),
+        ("pos=alibi", "a distance penalty added to the scores"),
+        ("pos=none", "no position information at all"),
+    ),
+    "seed-questions": _grid(
+        ("score=scaled_dot", "baseline: why the dot product? (compare with the rest)"),
+        ("score=squared_dot", "what if we square the numbers first?"),
+        ("score=negated_dot", "what if we use the inverse of it?"),
+        ("score=neg_distance", "what if we use an inverse distance instead?"),
+        ("mask=anticausal", "what if we mask the lower-left half instead of the upper-right?"),
+        ("pos=sinusoidal", "why sin and cos for positions? (vs learned, the baseline)"),
+        ("pos=none", "why positions at all?"),
+    ),
+}
+
+
+def grid_variants(name: str) -> tuple[Variant, ...]:
+    if name not in GRIDS:
+        raise UserError(f"unknown grid {name!r}; choose one of {', '.join(GRIDS)}")
+    return GRIDS[name]
