@@ -102,24 +102,44 @@ def generate(
 
 def _generate(model, device, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, return_logits):
     model.eval()
-    block = model.config.block_size
+    decoder = Decoder(model, prompt, use_cache)
     generator = torch.Generator(device=device)
     if seed is not None:
         generator.manual_seed(seed)
-    tokens = list(prompt)
-    cache, cached_from = None, 0
     for _ in range(max_new_tokens):
-        start = window_start(len(tokens), block)
-        if use_cache:
-            if cache is None or start != cached_from:  # first step, or the window moved: refill
-                cache = model.new_cache(batch=1, device=device)
-                cached_from = start
-                feed = tokens[start:]
-            else:
-                feed = tokens[cached_from + cache.length :]  # just the newest token
-            logits = model(torch.tensor([feed], device=device), cache=cache).logits[:, -1]  # (1, V)
-        else:
-            logits = model(torch.tensor([tokens[start:]], device=device)).logits[:, -1]  # (1, V)
+        logits = decoder.next_logits()  # (1, V)
         token = int(next_token(logits, temperature, top_k, top_p, generator)[0])
-        tokens.append(token)
+        decoder.append(token)
         yield (token, logits[0]) if return_logits else token
+
+
+class Decoder:
+    """One growing text and the model state that goes with it: call next_logits(), pick a token, append() it.
+
+    Holds no grad mode or thread setting between calls, so a server can take one step per request
+    on any thread (under torch.inference_mode() each time).
+    """
+
+    def __init__(self, model, prompt: list[int], use_cache: bool = True):
+        if not prompt:
+            raise ValueError("the prompt must hold at least one token")
+        self.model, self.tokens, self.use_cache = model, list(prompt), use_cache
+        self.device = next(model.parameters()).device
+        self.cache, self.cached_from = None, 0
+
+    def next_logits(self) -> torch.Tensor:
+        """(1, V) logits for the token after the text, from the last block_size-window of it."""
+        model, tokens = self.model, self.tokens
+        start = window_start(len(tokens), model.config.block_size)
+        if not self.use_cache:
+            return model(torch.tensor([tokens[start:]], device=self.device)).logits[:, -1]  # (1, V)
+        if self.cache is None or start != self.cached_from:  # first step, or the window moved: refill
+            self.cache = model.new_cache(batch=1, device=self.device)
+            self.cached_from = start
+            feed = tokens[start:]
+        else:
+            feed = tokens[self.cached_from + self.cache.length :]  # just the newest token
+        return model(torch.tensor([feed], device=self.device), cache=self.cache).logits[:, -1]  # (1, V)
+
+    def append(self, token: int) -> None:
+        self.tokens.append(token)
