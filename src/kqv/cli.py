@@ -20,6 +20,7 @@ COMMAND_GROUPS = {
     "inspect": "kqv.commands.inspect",
     "explain": "kqv.commands.explain",
     "lab": "kqv.commands.lab",
+    "serve": "kqv.commands.serve",
 }
 
 EXAMPLES = """\
@@ -33,6 +34,7 @@ examples:
   kqv translate eval runs/translate     # BLEU with beam search
   kqv inspect runs/gpt "ROMEO: wherefore art thou" --layer 0   # attention heatmaps of every head
   kqv explain --preset nanogpt-cpu      # every tensor of one forward pass, with its shape
+  kqv serve runs/gpt                    # a local web page: attention, next-token bars, generation
 """
 
 

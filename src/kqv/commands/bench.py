@@ -47,6 +47,24 @@ def register(groups) -> None:
     gpt.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     add_json_flag(gpt)
 
+    serve = add_command(
+        sub,
+        "serve",
+        "load check of `kqv serve`: N attention requests at once vs the same N one after another (latency, errors)",
+        "  kqv bench serve runs/gpt                       # the default (main-job) run, 32 requests at once\n"
+        "  kqv bench serve --preset default --json        # the same architecture with random weights\n",
+        run_serve,
+    )
+    serve.add_argument("run", nargs="?", metavar="RUN", help="a run directory (default: --preset default)")
+    serve.add_argument("--preset", help="random weights of a preset instead of a run (default: default)")
+    serve.add_argument("--concurrency", type=positive_int, default=32, help="requests at once (default 32)")
+    serve.add_argument(
+        "--text",
+        default="The pizza came out of the oven and it tasted good",
+        help="the text of every request (default: the pizza sentence)",
+    )
+    add_json_flag(serve)
+
 
 def run_digits(args) -> None:
     import numpy as np
@@ -96,3 +114,29 @@ def run_gpt(args) -> None:
           f"({r.sample_tokens} greedy tokens; same tokens: {r.same_tokens})")  # fmt: skip
     if args.json:
         emit_json({"command": "bench gpt", "machine": info, **r.to_dict()})
+
+
+def run_serve(args) -> None:
+    from kqv.bench.serve import load_check
+    from kqv.commands.serve import load_explorers
+
+    preset = args.preset or (None if args.run else "default")
+    explorers = load_explorers([args.run] if args.run else [], [preset] if preset else [])
+    e = explorers[0]
+    print(
+        f"kqv serve load check: {e.subject.name}, {args.concurrency} attention requests ({len(args.text)} characters)"
+    )
+    r = load_check(explorers, args.text, args.concurrency)
+    s = r.summary()
+    for name in ("sequential", "concurrent"):
+        x = s[name]
+        print(f"{name:>10}: p50 {x['p50_ms']:7.1f} ms  p95 {x['p95_ms']:7.1f} ms  max {x['max_ms']:7.1f} ms  "
+              f"{x['requests_per_s']:6.1f} requests/s")  # fmt: skip
+    print(f"answers: {r.response_bytes:,} bytes each; errors: {r.errors} of {2 * args.concurrency}; "
+          f"throughput at {args.concurrency} at once / one at a time: {s['throughput_ratio']:.2f}x")  # fmt: skip
+    for example in r.error_examples:
+        print(f"  error: {example}")
+    if args.json:
+        emit_json({"command": "bench serve", "run": e.subject.name, **r.to_dict()})
+    if r.errors:
+        raise SystemExit(1)

@@ -1,0 +1,350 @@
+"""What `kqv serve` can do with one model, as plain Python: tokenize, attention, next token, generate, explain.
+
+The web layer (kqv.serve.app) only parses requests and turns these dicts into JSON; everything a
+page shows is computed here, from the same library functions `kqv inspect`, `kqv explain` and
+`kqv gpt sample` use.
+
+One `Explorer` per served model. Requests arrive on many threads at once; a lock around each
+forward pass keeps them from meeting inside the model (the activation cache behind `explain`
+puts hooks on it for the length of one pass). Generation takes the lock once per token, so a
+long generation does not hold up other requests.
+"""
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from kqv.errors import UserError
+from kqv.inspect.attention import token_label, token_texts
+from kqv.inspect.patterns import AttentionMaps, Subject, gpt_maps, translation_maps
+
+MAX_TEXT_CHARS = 2000  # longer request texts are refused before they reach a tokenizer
+MAX_NEW_TOKENS = 500
+
+
+@dataclass
+class Explorer:
+    """One served model and the lock its forward passes take turns on."""
+
+    id: str
+    subject: Subject
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- what the model is
+
+    @property
+    def family(self) -> str:
+        return self.subject.family
+
+    @property
+    def config(self):
+        return self.subject.model.config
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest text the model reads: block_size for a GPT, max_len (with </s>) for translation."""
+        return self.config.block_size if self.family == "gpt" else self.config.max_len
+
+    def layers(self) -> dict[str, int]:
+        """Layers per kind of attention."""
+        c = self.config
+        if self.family == "gpt":
+            return {"self": c.n_layer}
+        return {"encoder": c.n_layer_enc, "decoder": c.n_layer_dec, "cross": c.n_layer_dec}
+
+    def info(self) -> dict:
+        from dataclasses import asdict
+
+        c = self.config
+        return {
+            "id": self.id,
+            "name": self.subject.name,
+            "family": self.family,
+            "kinds": list(self.layers()),
+            "layers": self.layers(),
+            "n_head": c.n_head,
+            "max_tokens": self.max_tokens,
+            "vocab_size": c.vocab_size,
+            "tokenizer": getattr(self.subject.tokenizer, "kind", "char"),
+            "parameters": sum(p.numel() for p in self.subject.model.parameters()),
+            "config": asdict(c),
+        }
+
+    # --- reading text
+
+    def encode(self, text: str, what: str = "text") -> list[int]:
+        if len(text) > MAX_TEXT_CHARS:
+            raise UserError(f"the {what} is {len(text)} characters; at most {MAX_TEXT_CHARS} are read, shorten it")
+        if not text.strip():
+            raise UserError(f"the {what} is empty; type a sentence, e.g. The pizza came out of the oven")
+        ids = self.subject.tokenizer.encode(text)
+        room = self.max_tokens - (1 if self.family == "translation" else 0)  # </s> or <s> takes one
+        if len(ids) > room:
+            raise UserError(f"the {what} is {len(ids)} tokens but this model reads at most {room}; shorten it")
+        return ids
+
+    def tokens(self, ids: list[int]) -> list[dict]:
+        return [
+            {"id": int(i), "text": t, "label": token_label(t)}
+            for i, t in zip(ids, token_texts(self.subject.tokenizer, ids), strict=True)
+        ]
+
+    def tokenize(self, text: str) -> dict:
+        ids = self.encode(text)
+        return {"model": self.id, "tokens": self.tokens(ids)}
+
+    # --- attention
+
+    def attention(
+        self,
+        text: str,
+        target: str | None = None,
+        kind: str | None = None,
+        layer: int | None = None,
+        head: int | None = None,
+    ) -> dict:
+        """Patterns of every layer and head (or one layer / one head) of each kind of attention on `text`.
+
+        For translation, `text` is the source and `target` the decoder's text (default: the model's
+        greedy translation). Each pattern row is a query's distribution over the keys; cells the
+        mask forbids are 0 and `allowed` says which they are.
+        """
+        layers = self.layers()
+        if kind is not None and kind not in layers:
+            raise UserError(f"kind {kind!r} is not one of this {self.family} model's: {', '.join(layers)}")
+        kinds = [kind] if kind else list(layers)
+        for k in kinds:
+            check_index("layer", layer, layers[k], f"layers of {k} attention")
+        check_index("head", head, self.config.n_head, "heads per layer")
+        if target is not None and self.family == "gpt":
+            raise UserError("target is for translation models; a GPT reads only text")
+        with self.lock, torch.inference_mode():
+            if self.family == "gpt":
+                self.encode(text)
+                maps, used_target = {"self": gpt_maps(self.subject.model, self.subject.tokenizer, text)}, None
+            else:
+                self.encode(text, "source text")
+                if target is not None and target.strip():
+                    self.encode(target, "target text")
+                maps, used_target = translation_maps(
+                    self.subject.model, self.subject.tokenizer, text, target if target and target.strip() else None
+                )
+        answer = {k: _maps_dict(maps[k], layer, head) for k in kinds}
+        return {"model": self.id, "family": self.family, "target": used_target, "attention": answer}
+
+    # --- the next token
+
+    def next_token(
+        self,
+        text: str,
+        target: str | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        show: int = 20,
+    ) -> dict:
+        """The distribution of the token after `text` (GPT) or after `target` given source `text` (translation).
+
+        `raw` is softmax(logits) itself; `prob` the distribution sampling draws from once temperature,
+        top-k and top-p are applied (temperature 0: all mass on the argmax). The `show` most likely
+        tokens are listed, most likely first.
+        """
+        logits = self._next_logits(text, target)  # (V,)
+        raw, prob = distributions(logits, temperature, top_k, top_p)
+        order = torch.argsort(logits, descending=True, stable=True)[:show].tolist()
+        texts = token_texts(self.subject.tokenizer, order)
+        rows = [
+            {
+                "id": i,
+                "text": t,
+                "label": token_label(t),
+                "prob": float(prob[i]),
+                "raw": float(raw[i]),
+            }
+            for i, t in zip(order, texts, strict=True)
+        ]
+        kept = int((prob > 0).sum())
+        entropy = float(-(prob[prob > 0] * prob[prob > 0].log()).sum())
+        return {
+            "model": self.id,
+            "settings": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
+            "kept": kept,
+            "vocab_size": int(logits.numel()),
+            "entropy": entropy,
+            "tokens": rows,
+        }
+
+    def _next_logits(self, text: str, target: str | None) -> torch.Tensor:
+        model = self.subject.model
+        device = next(model.parameters()).device
+        if self.family == "gpt":
+            if target is not None:
+                raise UserError("target is for translation models; a GPT reads only text")
+            ids = self.encode(text)
+            with self.lock, torch.inference_mode():
+                return model(torch.tensor([ids], device=device)).logits[0, -1].float()
+        c = self.config
+        src = [*self.encode(text, "source text"), c.eos_id]
+        tgt = [c.bos_id, *(self.encode(target, "target text") if target and target.strip() else [])]
+        if len(tgt) > c.max_len:
+            raise UserError(f"the target is {len(tgt)} tokens with <s>; this model reads at most {c.max_len}")
+        with self.lock, torch.inference_mode():
+            out = model(torch.tensor([src], device=device), torch.tensor([tgt], device=device))
+            return out.logits[0, -1].float()
+
+    # --- generation
+
+    def generate(
+        self,
+        text: str,
+        max_new_tokens: int = 100,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> Iterator[dict]:
+        """Yield {"token", "text", "ms"} per new token, then {"done": True, "text": all new text, …}.
+
+        The input is checked before the first yield, so a bad request fails before anything streams.
+        """
+        check_sampling(temperature, top_k, top_p)
+        if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+            raise UserError(f"max_new_tokens must be 1…{MAX_NEW_TOKENS}, got {max_new_tokens}")
+        if self.family == "gpt":
+            steps = self._gpt_steps(self.encode(text), max_new_tokens, temperature, top_k, top_p, seed)
+        else:
+            src = [*self.encode(text, "source text"), self.config.eos_id]
+            steps = self._translation_steps(src, max_new_tokens, temperature, top_k, top_p, seed)
+        return self._stream(steps)
+
+    def _stream(self, steps: Iterator[int]) -> Iterator[dict]:
+        tokenizer, new = self.subject.tokenizer, []
+        started = time.perf_counter()
+        last = started
+        for token in steps:
+            new.append(token)
+            now = time.perf_counter()
+            piece = token_texts(tokenizer, [token])[0]
+            yield {"token": token, "text": piece, "label": token_label(piece), "ms": round((now - last) * 1e3, 2)}
+            last = now
+        seconds = time.perf_counter() - started
+        yield {
+            "done": True,
+            "text": tokenizer.decode(new),
+            "tokens": len(new),
+            "tokens_per_s": round(len(new) / seconds, 1) if seconds > 0 else None,
+        }
+
+    def _gpt_steps(self, prompt, max_new_tokens, temperature, top_k, top_p, seed) -> Iterator[int]:
+        from kqv.generate.sampling import Decoder
+
+        model = self.subject.model
+        decoder = Decoder(model, prompt)
+        generator = _generator(model, seed)
+        for _ in range(max_new_tokens):
+            with self.lock, torch.inference_mode():
+                token = _draw(decoder.next_logits()[0], temperature, top_k, top_p, generator)
+            decoder.append(token)
+            yield token
+
+    def _translation_steps(self, src, max_new_tokens, temperature, top_k, top_p, seed) -> Iterator[int]:
+        model, c = self.subject.model, self.config
+        device = next(model.parameters()).device
+        limit = min(max_new_tokens, c.max_len - 2)  # as kqv translate: the target and its </s> fit in max_len − 1
+        with self.lock, torch.inference_mode():
+            state = model.start_decoding(torch.tensor([src], device=device), limit + 1)
+        generator = _generator(model, seed)
+        token = c.bos_id
+        for _ in range(limit):
+            with self.lock, torch.inference_mode():
+                logits = model.step(torch.tensor([token], device=device), state)[0].float()  # (V,)
+                token = _draw(logits, temperature, top_k, top_p, generator)
+            if token == c.eos_id:
+                return
+            yield token
+
+    # --- shapes
+
+    def explain(self, text: str) -> dict:
+        """`kqv explain` on `text`: every tensor of one forward pass with its shape and meaning."""
+        from kqv.inspect.explain import explain_gpt, explain_translation
+
+        model = self.subject.model
+        with self.lock, torch.inference_mode():
+            if self.family == "gpt":
+                explanation = explain_gpt(model, self.encode(text))
+            else:
+                c = self.config
+                src = [*self.encode(text, "source text"), c.eos_id]
+                explanation = explain_translation(model, src, [c.bos_id])
+        return {"model": self.id, **explanation.to_dict()}
+
+
+# --- helpers shared by the requests
+
+
+def check_index(what: str, value: int | None, n: int, of: str) -> None:
+    if value is not None and not 0 <= value < n:
+        raise UserError(f"{what} {value} is out of range: this model has {n} {of} (0–{n - 1})")
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not 0.0 <= temperature <= 10.0:
+        raise UserError(f"temperature must be 0…10 (0 = always the most likely token), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top_k must be at least 1 (leave it out for no limit), got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise UserError(f"top_p must be in (0, 1] (1 = no limit), got {top_p}")
+
+
+def distributions(
+    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V,) logits -> (raw softmax, the distribution sampling draws from), both (V,) float64."""
+    from kqv.generate.sampling import filter_logits
+
+    check_sampling(temperature, top_k, top_p)
+    logits = logits.double()
+    raw = torch.softmax(logits, -1)
+    if temperature == 0:
+        prob = torch.zeros_like(raw)
+        prob[int(logits.argmax())] = 1.0
+    else:
+        prob = torch.softmax(filter_logits(logits[None], temperature, top_k, top_p)[0], -1)
+    return raw, prob
+
+
+def _generator(model, seed: int | None) -> torch.Generator:
+    generator = torch.Generator(device=next(model.parameters()).device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    return generator
+
+
+def _draw(logits: torch.Tensor, temperature, top_k, top_p, generator) -> int:
+    from kqv.generate.sampling import next_token
+
+    return int(next_token(logits.float()[None], temperature, top_k, top_p, generator)[0])
+
+
+def _maps_dict(maps: AttentionMaps, layer: int | None, head: int | None) -> dict:
+    L, nh = maps.patterns.shape[:2]
+    layers = [layer] if layer is not None else list(range(L))
+    heads = [head] if head is not None else list(range(nh))
+    patterns = maps.patterns[np.ix_(layers, heads)].astype(np.float32)  # (len(layers), len(heads), Tq, Tk)
+    return {
+        "query_tokens": [{"text": t, "label": token_label(t)} for t in maps.query_texts],
+        "key_tokens": [{"text": t, "label": token_label(t)} for t in maps.key_texts],
+        "mask": maps.mask,
+        "allowed": maps.allowed(),
+        "default_query": maps.default_query,
+        "layers": layers,
+        "heads": heads,
+        "patterns": patterns,  # float32, as the model computed them: JSON numbers in their shortest exact form
+    }

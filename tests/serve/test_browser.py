@@ -1,0 +1,212 @@
+"""End to end in a real browser: `kqv serve` in its own process, the page driven in Debian's Chromium by Playwright.
+
+Never downloads a browser: Playwright launches the system binary (/usr/bin/chromium, or $KQV_CHROMIUM).
+Without Playwright or Chromium the tests skip and say why, unless KQV_REQUIRE_BROWSER=1 (CI sets it),
+where that is a failure.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PIZZA = "The pizza came out of the oven and it tasted good"
+LAYER, HEAD = 1, 2
+
+
+def _missing(why: str):
+    if os.environ.get("KQV_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{why} (KQV_REQUIRE_BROWSER=1)")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def server():
+    """`kqv serve --preset default --preset translate/tiny --port 0`: the default GPT's shape, random weights."""
+    command = [sys.executable, "-m", "kqv", "serve", "--preset", "default", "--preset", "translate/tiny", "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()  # "kqv serve: http://127.0.0.1:PORT/  serving …"
+        assert line.startswith("kqv serve: http://127.0.0.1:"), line + process.stderr.read()
+        yield line.split()[2].rstrip("/")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("Playwright for Python is not installed (pip install playwright; no browser download needed)")
+    executable = os.environ.get("KQV_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(executable).exists():
+        _missing(f"no Chromium at {executable} (apt-get install chromium, or set KQV_CHROMIUM)")
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"]  # fmt: skip
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=executable, args=args)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    expected = "the server responded with a status of 422"  # the bad-input test asks for one
+    page.on("console", lambda msg: msg.type == "error" and expected not in msg.text and errors.append(msg.text))
+    page.goto(server + "/")
+    page.wait_for_selector("#heatmap .cell")
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def api(server: str, path: str, **body):
+    import httpx
+
+    response = httpx.post(server + path, json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def look(page, text: str = PIZZA):
+    page.fill("#text", text)
+    page.click("#look")
+    page.wait_for_function("t => document.querySelectorAll('#tokens .chip').length === t", arg=len(text))
+
+
+def choose_head(page, layer: int, head: int):
+    page.select_option("#layer", str(layer))
+    page.select_option("#head", str(head))
+    page.wait_for_selector(f'#grid .mini.selected[data-layer="{layer}"][data-head="{head}"]')
+
+
+def cells(page) -> list:
+    return page.eval_on_selector_all(
+        "#heatmap .cell",
+        "cs => cs.map(c => [Number(c.dataset.q), Number(c.dataset.k), Number(c.dataset.value),"
+        " c.classList.contains('masked')])",
+    )
+
+
+def bars(page) -> list:
+    return page.eval_on_selector_all(
+        "#bars .bar-row", "rs => rs.map(r => [Number(r.dataset.token), Number(r.dataset.prob)])"
+    )
+
+
+def test_heatmap_cells_are_the_apis_numbers(page, server):
+    look(page)
+    choose_head(page, LAYER, HEAD)
+    shown = cells(page)
+    maps = api(server, "/api/attention", model="preset:default", text=PIZZA, layer=LAYER, head=HEAD).json()
+    P = maps["attention"]["self"]["patterns"][0][0]
+    T = len(PIZZA)
+    assert len(shown) == T * T
+    for q, k, value, masked in shown:
+        assert value == P[q][k]
+        assert masked == (k > q)  # causal: exactly the upper triangle is hidden
+    for q in range(T):
+        assert sum(v for qq, _, v, _ in shown if qq == q) == pytest.approx(1.0, abs=1e-5)
+    # every small multiple is there, one per layer and head
+    assert page.locator("#grid .mini").count() == 16
+
+
+def test_hovering_a_token_shows_what_it_attends_to_and_what_attends_to_it(page, server):
+    look(page)
+    choose_head(page, LAYER, HEAD)
+    it = PIZZA.index(" it ") + 2  # the "t" of "it"
+    page.hover(f'#tokens .chip[data-index="{it}"]')
+    page.wait_for_selector(f'#tokens .chip.hovered[data-index="{it}"]')
+    P = api(server, "/api/attention", model="preset:default", text=PIZZA, layer=LAYER, head=HEAD).json()
+    P = P["attention"]["self"]["patterns"][0][0]
+    attn = page.eval_on_selector_all("#tokens .chip", "cs => cs.map(c => Number(c.dataset.attn))")
+    by = page.eval_on_selector_all("#tokens .chip", "cs => cs.map(c => c.dataset.attendedBy)")
+    assert attn == [P[it][j] for j in range(len(PIZZA))]  # its row: what it attends to (0 for the future)
+    assert [float(b) for b in by] == [P[j][it] for j in range(len(PIZZA))]  # its column: what attends to it
+    assert page.locator(f'#heatmap .qlabel.on[data-q="{it}"]').count() == 1
+    assert page.locator(f'#heatmap .klabel.on[data-k="{it}"]').count() == 1
+    assert "attends to" in page.inner_text("#hover-info")
+    visible = page.eval_on_selector_all(
+        "#lines line", "ls => ls.filter(l => Number(l.getAttribute('stroke-opacity')) > 0).map(l => l.dataset.q)"
+    )
+    assert visible and set(visible) <= {str(it)} | {str(q) for q in range(it, len(PIZZA))}
+    page.mouse.move(0, 0)
+    page.wait_for_selector("#tokens .chip.hovered", state="detached")
+
+
+def test_temperature_and_top_k_change_the_bars_as_the_api_says(page, server):
+    look(page)
+    page.wait_for_selector("#bars .bar-row")
+    before = bars(page)
+    page.focus("#temperature")
+    for _ in range(14):  # 1.00 -> 0.30, with the keyboard as a user would
+        page.keyboard.press("ArrowLeft")
+    page.wait_for_function("() => document.querySelector('#temperature-value').textContent === '0.30'")
+    page.wait_for_selector("#bars[data-settings='[0.3,null,null]']")
+    after = bars(page)
+    expected = api(server, "/api/next-token", model="preset:default", text=PIZZA, temperature=0.3, show=15).json()
+    assert after == [[t["id"], t["prob"]] for t in expected["tokens"]]
+    assert after[0][1] > before[0][1]  # a lower temperature sharpens the distribution
+    page.fill("#top-k", "3")
+    page.wait_for_selector("#bars[data-settings='[0.3,3,null]']")
+    assert page.locator("#bars .bar-row.dropped").count() == 12
+    assert sum(p for _, p in bars(page)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_generate_streams_the_apis_tokens_into_the_page(page, server):
+    look(page, "ROMEO:")
+    page.fill("#seed", "5")
+    page.fill("#max-new", "40")
+    page.focus("#temperature")
+    for _ in range(4):
+        page.keyboard.press("ArrowLeft")  # 0.80
+    page.click("#generate")
+    page.wait_for_function("() => document.querySelector('#generate-info').textContent.includes('tokens/s')")
+    shown = "".join(page.eval_on_selector_all("#generated .new", "ss => ss.map(s => s.textContent)"))
+    lines = api(server, "/api/generate", model="preset:default", text="ROMEO:", max_new_tokens=40, temperature=0.8,
+                seed=5).text.splitlines()  # fmt: skip
+    assert shown == json.loads(lines[-1])["text"] and len(lines) == 41
+    assert page.inner_text("#generated").startswith("ROMEO:")
+
+
+def test_a_translation_model_shows_encoder_decoder_and_cross_attention(page, server, tmp_path):
+    page.select_option("#model", "preset:translate/tiny")
+    page.wait_for_selector('#tokens .seq[data-seq="source"]')
+    page.wait_for_selector('#tokens .seq[data-seq="target"]')
+    kinds = page.eval_on_selector_all("#kind option", "os => os.map(o => o.value)")
+    assert kinds == ["encoder", "decoder", "cross"]
+    assert page.locator("#heatmap .cell.masked").count() == 0  # cross attention: nothing hidden
+    page.select_option("#kind", "encoder")
+    page.wait_for_selector("#heatmap .cell")
+    assert page.locator("#heatmap .cell.masked").count() == 0  # PITFALL 16: no triangle for the encoder
+    page.select_option("#kind", "decoder")
+    masked = [(q, k) for q, k, _, m in cells(page) if m]
+    assert masked and all(k > q for q, k in masked)
+    assert page.locator("#target-row").is_visible()
+    page.screenshot(path=str(tmp_path / "translation.png"), full_page=True)
+
+
+def test_bad_input_shows_the_servers_message_and_a_screenshot_is_taken(page, server, tmp_path):
+    page.fill("#text", "x" * 200)
+    page.click("#look")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "200 tokens but this model reads at most 128" in page.inner_text("#error")
+    look(page)
+    assert page.is_hidden("#error")
+    page.hover('#tokens .chip[data-index="38"]')
+    shot = tmp_path / "serve.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    if os.environ.get("KQV_SCREENSHOTS"):
+        Path(os.environ["KQV_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(os.environ["KQV_SCREENSHOTS"]) / "serve.png")
