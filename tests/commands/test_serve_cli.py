@@ -64,3 +64,14 @@ def test_load_check_32_attention_requests_at_once_on_the_default_model(capsys):
     assert len(result["concurrent_ms"]) == len(result["sequential_ms"]) == 32
     assert result["concurrent"]["p50_ms"] > 0 and result["throughput_ratio"] > 0
     assert "errors: 0 of 64" in out
+
+
+def test_bench_serve_takes_a_run_or_a_preset_not_both(capsys):
+    assert "not both" in one_line_error(capsys, "bench", "serve", "runs/gpt", "--preset", "tiny")
+
+
+def test_serve_listens_on_this_machine_only_by_default():
+    from kqv.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "runs/gpt"])
+    assert args.host == "127.0.0.1" and args.port == 8000

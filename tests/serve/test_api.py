@@ -181,6 +181,25 @@ def test_generate_streams_the_same_tokens_as_kqv_gpt_sample(served):
         assert done["text"] == subject.tokenizer.decode(expected) == "".join(t["text"] for t in tokens)
 
 
+def test_streamed_text_never_splits_a_character_over_bpe_tokens(served):
+    """Byte-level BPE cuts rare characters into byte tokens; each streamed piece is what Python's incremental
+    UTF-8 decoder gives for that token's bytes: nothing until a character is whole, then all of it."""
+    import codecs
+
+    from kqv.inspect.attention import _BYTE_OF
+
+    _, explorers = served
+    explorer = explorers["translation"]
+    tokenizer = explorer.subject.tokenizer
+    text = "año “ñu”"
+    ids = tokenizer.encode(text)
+    pieces = [line["text"] for line in explorer._stream(iter(ids))][:-1]
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    expected = [utf8.decode(bytes(_BYTE_OF[c] for c in tokenizer.hf.id_to_token(i))) for i in ids]
+    assert "" in expected  # some character here takes several tokens
+    assert pieces == expected and "".join(pieces) == text
+
+
 def test_translation_generation_at_temperature_zero_is_greedy_decoding(served):
     from kqv.generate.beam import greedy_decode
 

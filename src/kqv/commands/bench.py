@@ -1,6 +1,7 @@
 """`kqv bench …`: speed measured against a baseline in the same run, reported as a ratio."""
 
 from kqv.commands._common import add_command, add_group, add_json_flag, emit_json, int_list, positive_int
+from kqv.errors import UserError
 
 
 def register(groups) -> None:
@@ -120,6 +121,8 @@ def run_serve(args) -> None:
     from kqv.bench.serve import load_check
     from kqv.commands.serve import load_explorers
 
+    if args.run and args.preset:
+        raise UserError("give a run directory or --preset NAME, not both")
     preset = args.preset or (None if args.run else "default")
     explorers = load_explorers([args.run] if args.run else [], [preset] if preset else [])
     e = explorers[0]

@@ -222,19 +222,27 @@ class Explorer:
         return self._stream(steps)
 
     def _stream(self, steps: Iterator[int]) -> Iterator[dict]:
-        tokenizer, new = self.subject.tokenizer, []
+        """Per token: its id, its own piece (`label`), and `text`: the text it completes. A multi-byte
+        character split over byte-level BPE tokens arrives whole with its last token, so the `text`s
+        joined are exactly the decoded output."""
+        tokenizer, new, shown = self.subject.tokenizer, [], ""
         started = time.perf_counter()
         last = started
         for token in steps:
             new.append(token)
+            decoded = tokenizer.decode(new)
+            text = "" if decoded.endswith("\ufffd") else decoded[len(shown) :]
+            shown += text
             now = time.perf_counter()
-            piece = token_texts(tokenizer, [token])[0]
-            yield {"token": token, "text": piece, "label": token_label(piece), "ms": round((now - last) * 1e3, 2)}
+            label = token_label(token_texts(tokenizer, [token])[0])
+            yield {"token": token, "text": text, "label": label, "ms": round((now - last) * 1e3, 2)}
             last = now
         seconds = time.perf_counter() - started
+        final = tokenizer.decode(new)
         yield {
             "done": True,
-            "text": tokenizer.decode(new),
+            "text": final,
+            "rest": final[len(shown) :],  # what never completed (an unfinished character), if anything
             "tokens": len(new),
             "tokens_per_s": round(len(new) / seconds, 1) if seconds > 0 else None,
         }

@@ -402,6 +402,8 @@ async function updateNext() {
   }
 }
 
+const percent = (p) => (p === 0 ? "0" : p < 0.001 ? "<0.1%" : `${(100 * p).toFixed(1)}%`);
+
 function renderBars(answer) {
   const box = $("bars");
   const parts = [];
@@ -414,7 +416,7 @@ function renderBars(answer) {
     track.append(bar, raw);
     const row = el("div", { class: t.prob > 0 ? "bar-row" : "bar-row dropped", "data-token": t.id, "data-prob": t.prob, "data-raw": t.raw });
     row.style.display = "contents";
-    row.append(el("span", { class: "label" }, t.label), track, el("span", { class: "pct" }, `${(100 * t.prob).toFixed(1)}%`));
+    row.append(el("span", { class: "label" }, t.label), track, el("span", { class: "pct", title: `model's own: ${percent(t.raw)}` }, percent(t.prob)));
     parts.push(row);
   }
   box.replaceChildren(...parts);
@@ -456,9 +458,10 @@ async function generate() {
         const line = JSON.parse(buffer.slice(0, nl));
         buffer = buffer.slice(nl + 1);
         if (line.done) {
+          if (line.rest) out.append(el("span", { class: "new" }, line.rest));
           $("generate-info").textContent = `${line.tokens} tokens · ${line.tokens_per_s} tokens/s`;
         } else {
-          out.append(el("span", { class: "new", "data-token": line.token }, line.text));
+          out.append(el("span", { class: "new", "data-token": line.token, title: line.label }, line.text));
           out.scrollTop = out.scrollHeight;
         }
       }
