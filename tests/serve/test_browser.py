@@ -80,8 +80,10 @@ def api(server: str, path: str, **body):
 
 def look(page, text: str = PIZZA):
     page.fill("#text", text)
+    page.evaluate("document.querySelector('#status').textContent = ''")  # the page writes "N ms" once it has drawn
     page.click("#look")
-    page.wait_for_function("t => document.querySelectorAll('#tokens .chip').length === t", arg=len(text))
+    page.wait_for_function("() => document.querySelector('#status').textContent.endsWith(' ms')")
+    assert page.locator("#tokens .chip").count() == len(text)
 
 
 def choose_head(page, layer: int, head: int):
