@@ -47,8 +47,10 @@ class GPTConfig:
     score: str = "scaled_dot"  # kqv.nn.scores
     mask: str = "causal"  # kqv.nn.masks
     pos_encoding: str = "learned"  # kqv.nn.positional
+    activation: str = "gelu"  # the MLP's (kqv.nn.block.FeedForward.ACTIVATIONS); GPT-2 uses gelu_tanh
 
     def __post_init__(self) -> None:
+        from kqv.nn.block import FeedForward
         from kqv.nn.masks import parse_mask
         from kqv.nn.positional import POSITIONAL
         from kqv.nn.scores import SCORES
@@ -65,6 +67,10 @@ class GPTConfig:
             raise ConfigError(f"unknown score {self.score!r}; choose one of {', '.join(SCORES)}")
         if self.pos_encoding not in POSITIONAL:
             raise ConfigError(f"unknown pos_encoding {self.pos_encoding!r}; choose one of {', '.join(POSITIONAL)}")
+        if self.activation not in FeedForward.ACTIVATIONS:
+            raise ConfigError(
+                f"unknown activation {self.activation!r}; choose one of {', '.join(FeedForward.ACTIVATIONS)}"
+            )
         if self.pos_encoding == "sinusoidal" and self.n_embd % 2:
             raise ConfigError(f"sinusoidal positions need an even n_embd (sin and cos pairs), got {self.n_embd}")
         if self.pos_encoding == "rope" and self.head_size % 2:

@@ -35,18 +35,43 @@ def register(groups) -> None:
     gpt = add_command(
         sub,
         "gpt",
-        "GPT training ms/iteration and tokens/s; sampling tokens/s with and without the KV cache",
+        "GPT training ms/iteration, tokens/s, MFU and peak memory; sampling tokens/s with and without the KV cache",
         "  kqv bench gpt                                  # the default (main-job) model\n"
-        "  kqv bench gpt --preset nanogpt-cpu --tokens 500 --json\n",
+        "  kqv bench gpt --preset nanogpt-cpu --tokens 500 --json\n"
+        "  kqv bench gpt --device cuda --preset gpt2 --compile --json   # GPT-2 124M, bf16, context 1024\n",
         run_gpt,
     )
     gpt.add_argument("--preset", default="default", help="model and batch shape to time (default: default)")
     gpt.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     gpt.add_argument("--iters", type=positive_int, default=10, help="timed training steps (default 10)")
     gpt.add_argument("--tokens", type=positive_int, default=500, help="new tokens to sample (default 500)")
-    gpt.add_argument("--vocab-size", type=positive_int, default=65, help="vocabulary (default 65, tiny Shakespeare)")
+    gpt.add_argument(
+        "--vocab-size", type=positive_int,
+        help="vocabulary (default: a bpe preset's bpe_vocab_size, e.g. 50257 for gpt2; else 65, tiny Shakespeare's)",
+    )  # fmt: skip
     gpt.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    gpt.add_argument("--compile", action="store_true", help="torch.compile the model for the training steps")
+    gpt.add_argument(
+        "--peak-tflops", type=float, metavar="X",
+        help="the device's peak TFLOP/s for MFU (default: a table of GPUs' dense bf16 peaks; measured on a CPU)",
+    )  # fmt: skip
     add_json_flag(gpt)
+
+    sample = add_command(
+        sub,
+        "sample",
+        "greedy sampling tokens/s: kqv's KV cache vs transformers' GPT-2 generate, same random weights (CPU)",
+        "  kqv bench sample --preset gpt2                 # GPT-2 small, 124M parameters, 200 tokens\n"
+        "  kqv bench sample --preset tiny --set bias=true --set activation=gelu_tanh --vocab-size 300 --json\n",
+        run_sample,
+    )
+    sample.add_argument("--preset", default="gpt2", help="a GPT-2-compatible preset (default: gpt2)")
+    sample.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sample.add_argument("--tokens", type=positive_int, default=200, help="new tokens per run (default 200)")
+    sample.add_argument("--prompt-tokens", type=positive_int, default=16, help="prompt length (default 16)")
+    sample.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds, median (default 3)")
+    sample.add_argument("--vocab-size", type=positive_int, default=50257, help="vocabulary (default 50257, GPT-2's)")
+    add_json_flag(sample)
 
     serve = add_command(
         sub,
@@ -103,18 +128,49 @@ def run_gpt(args) -> None:
     from kqv.train.run_dir import pick_device
 
     device = pick_device(args.device)
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
+        raise UserError(f"--peak-tflops must be > 0, got {args.peak_tflops}")
     model_table, train_cfg = resolve_configs(args.preset, args.overrides, args.vocab_size)
-    model_cfg = from_dict(GPTConfig, {**model_table, "vocab_size": args.vocab_size})
+    vocab_size = args.vocab_size or (train_cfg.bpe_vocab_size if train_cfg.tokenizer == "bpe" else 65)
+    model_cfg = from_dict(GPTConfig, {**model_table, "vocab_size": vocab_size})
     info = machine_info(device)
     print(f"GPT preset {args.preset} on {device}: {info}")
-    r = bench_gpt(model_cfg, train_cfg, args.preset, device, iters=args.iters, sample_tokens=args.tokens)
-    print(f"model: {r.parameters:,} parameters, batch {r.batch_size} x {r.block_size} tokens")
-    print(f"train:  {r.train_ms_per_iter:8.1f} ms/iteration  {r.train_tokens_per_second:10,.0f} tokens/s")
+    r = bench_gpt(model_cfg, train_cfg, args.preset, device, iters=args.iters, sample_tokens=args.tokens,
+                  compile_model=args.compile, peak_tflops=args.peak_tflops)  # fmt: skip
+    print(f"model: {r.parameters:,} parameters, batch {r.batch_size} x {r.block_size} tokens, {r.precision}"
+          + (", compiled" if r.compiled else ""))  # fmt: skip
+    print(f"train:  {r.train_ms_per_iter:8.1f} ms/iteration  {r.train_tokens_per_second:10,.0f} tokens/s  "
+          f"peak memory {r.peak_memory_mib:,.0f} MiB ({r.memory_measure})")  # fmt: skip
+    print(f"MFU:    {100 * r.mfu:8.1f} %  of a peak of {r.peak_flops / 1e12:,.3g} TFLOP/s ({r.peak_source}); "
+          f"{r.flops_per_token:,} FLOPs/token = 6·N + 12·L·T·C, N = {r.matmul_parameters:,} weights")  # fmt: skip
     print(f"sample: {r.sample_tokens_per_second_cached:8,.0f} tokens/s with the KV cache, "
           f"{r.sample_tokens_per_second_uncached:,.0f} without: {r.cache_speedup:.1f}x "
           f"({r.sample_tokens} greedy tokens; same tokens: {r.same_tokens})")  # fmt: skip
     if args.json:
         emit_json({"command": "bench gpt", "machine": info, **r.to_dict()})
+
+
+def run_sample(args) -> None:
+    from kqv.bench.sample import bench_sample, machine_info
+    from kqv.config import GPTConfig, from_dict
+    from kqv.train.gpt_run import resolve_configs
+
+    model_table, _ = resolve_configs(args.preset, args.overrides, args.vocab_size)
+    model_cfg = from_dict(GPTConfig, {**model_table, "vocab_size": args.vocab_size})
+    info = machine_info()
+    print(f"kqv bench sample: preset {args.preset}, {args.tokens} greedy tokens after a {args.prompt_tokens}-token "
+          f"prompt, random weights, cpu: {info}", flush=True)  # fmt: skip
+    r = bench_sample(model_cfg, args.preset, args.tokens, args.prompt_tokens, args.rounds)
+    print(f"model: {r.parameters:,} parameters; transformers {r.transformers_version} ({r.attention} attention); "
+          f"prompt logits max |Δ| {r.max_logit_difference:.1e}")  # fmt: skip
+    print(f"kqv generate (KV cache, 1 thread): {r.kqv_tokens_per_second:8.1f} tokens/s")
+    for n, rate in r.transformers_by_threads.items():
+        label = f"transformers generate ({n} thread{'s' if n > 1 else ''}):"
+        print(f"{label:<35}{rate:8.1f} tokens/s")
+    print(f"kqv / transformers: {r.ratio:.2f}x (median of {r.rounds} interleaved rounds, against transformers' "
+          f"faster setting); same tokens: {r.same_tokens}")  # fmt: skip
+    if args.json:
+        emit_json({"command": "bench sample", "machine": info, **r.to_dict()})
 
 
 def run_serve(args) -> None:

@@ -21,7 +21,8 @@ def register(groups) -> None:
         "  kqv gpt train                                     # the main job\n"
         "  kqv gpt train --preset nanogpt-cpu --out runs/nano --json\n"
         "  kqv gpt train --data my-texts/ --set n_layer=6 --set tokenizer=bpe --set bpe_vocab_size=1024\n"
-        "  kqv gpt train --resume runs/gpt                   # continue a stopped run exactly\n",
+        "  kqv gpt train --resume runs/gpt                   # continue a stopped run exactly\n"
+        "  torchrun --standalone --nproc_per_node=2 -m kqv gpt train --out runs/ddp   # 2 processes (GPUs or CPU)\n",
         run_train,
     )
     train.add_argument("--preset", default="default", help="a shipped preset (kqv/presets/*.toml); default: default")
@@ -43,10 +44,11 @@ def register(groups) -> None:
         "sample",
         "write new text with a trained GPT, streamed as it is generated",
         "  kqv gpt sample runs/gpt --prompt 'ROMEO:' --tokens 500 --temperature 0.8 --top-k 200 --seed 1\n"
-        "  kqv gpt sample runs/gpt --temperature 0      # greedy\n",
+        "  kqv gpt sample runs/gpt --temperature 0      # greedy\n"
+        "  kqv gpt sample --from-hf ~/gpt2 --prompt 'Hello, I am' --tokens 40   # a Hugging Face GPT-2 folder\n",
         run_sample,
     )
-    sample.add_argument("run", help="a run directory written by `kqv gpt train`")
+    add_model_source(sample)
     sample.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     sample.add_argument("--tokens", type=positive_int, default=500, help="how many new tokens (default 500)")
     sample.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
@@ -61,15 +63,60 @@ def register(groups) -> None:
         sub,
         "eval",
         "loss (nats per token) and perplexity of a run on a validation split",
-        "  kqv gpt eval runs/gpt\n  kqv gpt eval runs/gpt --data other.txt --json\n",
+        "  kqv gpt eval runs/gpt\n  kqv gpt eval runs/gpt --data other.txt --json\n"
+        "  kqv gpt eval --from-hf ~/gpt2 --data my.txt  # a Hugging Face GPT-2 folder\n",
         run_eval,
     )
-    evaluate.add_argument("run", help="a run directory written by `kqv gpt train`")
-    evaluate.add_argument("--data", help="score the last 10%% of this text instead of the run's own corpus")
+    add_model_source(evaluate)
+    evaluate.add_argument(
+        "--data",
+        help="score the last 10%% of this text instead of the run's own corpus "
+        "(a model without one, imported from Hugging Face, is scored on the embedded tiny Shakespeare)",
+    )
     evaluate.add_argument(
         "--batches", type=positive_int, help="score this many random batches of 16 (default: every validation token)"
     )
     add_json_flag(evaluate)
+
+    import_hf = add_command(
+        sub,
+        "import-hf",
+        "turn a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer) into a kqv run directory",
+        "  kqv gpt import-hf ~/gpt2 runs/gpt2 && kqv gpt sample runs/gpt2 --prompt 'Hello, I am' --tokens 40\n",
+        run_import_hf,
+    )
+    import_hf.add_argument("hf_dir", metavar="HF_DIR", help="a GPT-2 folder as transformers' save_pretrained writes it")
+    import_hf.add_argument("run_dir", metavar="RUN_DIR", help="the new run directory (must not exist, or be empty)")
+    add_json_flag(import_hf)
+
+    export_hf = add_command(
+        sub,
+        "export-hf",
+        "write a GPT-2-compatible kqv run as a Hugging Face GPT-2 folder that transformers loads",
+        "  kqv gpt export-hf runs/gpt2 out/gpt2-hf\n"
+        "  # GPT-2-compatible: --set bias=true --set activation=gelu_tanh --set tokenizer=bpe at training time\n",
+        run_export_hf,
+    )
+    export_hf.add_argument("run_dir", metavar="RUN_DIR", help="a kqv run directory")
+    export_hf.add_argument("hf_dir", metavar="HF_DIR", help="the new folder (must not exist, or be empty)")
+    add_json_flag(export_hf)
+
+
+def add_model_source(parser) -> None:
+    """RUN, or --from-hf HF_DIR: exactly one."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("run", nargs="?", help="a run directory written by `kqv gpt train` or `kqv gpt import-hf`")
+    source.add_argument("--from-hf", metavar="HF_DIR", help="a Hugging Face GPT-2 folder instead of a run")
+
+
+def load_model_source(args, device: str = "cpu"):
+    if args.from_hf is not None:
+        from kqv.models.hf import load_hf_run
+
+        return load_hf_run(args.from_hf, device)
+    from kqv.train.gpt_run import load_run
+
+    return load_run(args.run, device)
 
 
 def argparse_hidden():
@@ -92,6 +139,8 @@ def run_train(args) -> None:
         compile_model=args.compile,
         stop_at=args.stop_at,
     )
+    if summary["rank"] != 0:  # under torchrun only rank 0 reports
+        return
     print(
         f"done: {summary['steps']} steps, best val loss {summary['best_val_loss']:.4f}, "
         f"{summary['tokens_per_second']:,.0f} tok/s, {summary['wall_seconds']:.0f} s wall; run in {run_dir}"
@@ -105,14 +154,13 @@ def run_sample(args) -> None:
     import time
 
     from kqv.generate.sampling import generate
-    from kqv.train.gpt_run import load_run
     from kqv.train.run_dir import pick_device
 
     if args.temperature < 0:
         raise UserError(f"--temperature must be ≥ 0, got {args.temperature}")
     if args.top_p is not None and not 0 <= args.top_p <= 1:
         raise UserError(f"--top-p must be in [0, 1], got {args.top_p}")
-    run = load_run(args.run, pick_device(args.device))
+    run = load_model_source(args, pick_device(args.device))
     prompt = run.tokenizer.encode(args.prompt)
     if not prompt:
         raise UserError("--prompt is empty; give at least one character")
@@ -141,6 +189,7 @@ def run_sample(args) -> None:
             {
                 "command": "gpt sample",
                 "run": args.run,
+                "from_hf": args.from_hf,
                 "prompt": args.prompt,
                 "text": text,
                 "tokens": len(new_ids),
@@ -150,11 +199,35 @@ def run_sample(args) -> None:
 
 
 def run_eval(args) -> None:
-    from kqv.train.gpt_run import evaluate_run, load_run
+    from kqv.data.text import EMBEDDED_SOURCE
+    from kqv.train.gpt_run import evaluate_run
 
-    run = load_run(args.run)
-    result = evaluate_run(run, args.data, n_batches=args.batches)
-    print(f"{args.run}: loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.3f} "
+    run = load_model_source(args)
+    data = args.data
+    if data is None and "data" not in run.info:  # imported: no corpus of its own
+        data = EMBEDDED_SOURCE
+        print(f"(no corpus of its own: scoring {EMBEDDED_SOURCE}; choose another with --data)")
+    result = evaluate_run(run, data, n_batches=args.batches)
+    name = args.run or args.from_hf
+    print(f"{name}: loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.3f} "
           f"over {result['tokens']:,} tokens")  # fmt: skip
     if args.json:
-        emit_json({"command": "gpt eval", "run": args.run, **result})
+        emit_json({"command": "gpt eval", "run": args.run, "from_hf": args.from_hf, "data": data, **result})
+
+
+def run_import_hf(args) -> None:
+    from kqv.models.hf import import_hf_run
+
+    run_dir = import_hf_run(args.hf_dir, args.run_dir)
+    print(f"imported {args.hf_dir} into {run_dir}; sample from it: kqv gpt sample {run_dir} --prompt 'Hello'")
+    if args.json:
+        emit_json({"command": "gpt import-hf", "hf_dir": args.hf_dir, "run_dir": str(run_dir)})
+
+
+def run_export_hf(args) -> None:
+    from kqv.models.hf import export_hf_run
+
+    hf_dir = export_hf_run(args.run_dir, args.hf_dir)
+    print(f"wrote {hf_dir}; transformers loads it: GPT2LMHeadModel.from_pretrained, AutoTokenizer.from_pretrained")
+    if args.json:
+        emit_json({"command": "gpt export-hf", "run_dir": args.run_dir, "hf_dir": str(hf_dir)})

@@ -146,19 +146,32 @@ def prepare_tokens(corpus: Corpus, tokenizer: Encoder, cache_dir: str | Path | N
     The cache is `train.bin`, `val.bin` (raw ids in the machine's byte order) and
     `meta.json`; it is reused only when the corpus text and the tokenizer are the same.
     """
-    dtype = token_dtype(tokenizer.vocab_size)
-    meta = {
+    meta = _cache_meta(corpus, tokenizer)
+    if cache_dir is not None:
+        cached = _load_cache(Path(cache_dir), meta)
+        if cached is not None:
+            return cached
+    return _encode_tokens(corpus, tokenizer, cache_dir, meta)
+
+
+def cached_tokens(corpus: Corpus, tokenizer: Encoder, cache_dir: str | Path) -> TokenData | None:
+    """The tokens `prepare_tokens` cached in `cache_dir` for this corpus and tokenizer, or None; never writes."""
+    return _load_cache(Path(cache_dir), _cache_meta(corpus, tokenizer))
+
+
+def _cache_meta(corpus: Corpus, tokenizer: Encoder) -> dict:
+    return {
         "format": CACHE_FORMAT,
-        "dtype": dtype.name,
+        "dtype": token_dtype(tokenizer.vocab_size).name,
         "vocab_size": tokenizer.vocab_size,
         "train_fraction": TRAIN_FRACTION,
         "tokenizer_fingerprint": tokenizer.fingerprint(),
         "corpus_sha256": corpus.sha256,
     }
-    if cache_dir is not None:
-        cached = _load_cache(Path(cache_dir), meta)
-        if cached is not None:
-            return cached
+
+
+def _encode_tokens(corpus: Corpus, tokenizer: Encoder, cache_dir: str | Path | None, meta: dict) -> TokenData:
+    dtype = np.dtype(meta["dtype"])
     ids = np.asarray(tokenizer.encode(corpus.text), dtype=dtype)
     train, val = split_train_val(ids)
     if cache_dir is None:
@@ -209,12 +222,29 @@ class BatchSampler:
 
     `state_dict()` holds the generator state, so a sampler restored with
     `load_state_dict` draws exactly the batches the original would have drawn next.
+
+    With `shard=(rank, N)` (multi-process training) every process draws the same
+    `batch_size` starts and keeps only its batch_size/N rows: together the N
+    processes see exactly one process's batches, and the state does not depend on N.
     """
 
-    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int, *, name: str = "training"):
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        block_size: int,
+        batch_size: int,
+        seed: int,
+        *,
+        name: str = "training",
+        shard: tuple[int, int] = (0, 1),
+    ):
         """`name` ("training", "validation") says which split an error message is about."""
         if block_size < 1 or batch_size < 1:
             raise UserError(f"block_size and batch_size must be at least 1; got {block_size} and {batch_size}")
+        rank, n = shard
+        if not 0 <= rank < n or batch_size % n:
+            raise ValueError(f"shard {shard} does not split batch_size {batch_size} evenly")
+        self.rows = slice(rank * (batch_size // n), (rank + 1) * (batch_size // n))
         self.tokens = np.asarray(tokens)  # a plain ndarray view, still backed by the memmap
         if self.tokens.ndim != 1:
             raise ValueError(f"tokens must be 1-D, got shape {self.tokens.shape}")
@@ -234,10 +264,11 @@ class BatchSampler:
     def next_batch(self) -> Batch:
         n_starts = len(self.tokens) - self.block_size  # the last window ends at the last token
         starts = torch.randint(n_starts, (self.batch_size,), generator=self.generator).numpy()  # (B,)
-        window = self.tokens[starts[:, None] + self._offsets]  # (B, T+1)
+        starts = starts[self.rows]  # this process's rows: (B/N,)
+        window = self.tokens[starts[:, None] + self._offsets]  # (B/N, T+1)
         window = torch.from_numpy(window.astype(np.int64))
         self.batches_drawn += 1
-        return Batch(window[:, :-1].contiguous(), window[:, 1:].contiguous())  # (B, T), (B, T)
+        return Batch(window[:, :-1].contiguous(), window[:, 1:].contiguous())  # (B/N, T), (B/N, T)
 
     def state_dict(self) -> dict:
         """JSON-able: the generator's state as a list of byte values, and what it applies to."""
@@ -283,8 +314,18 @@ def consecutive_batches(tokens: np.ndarray, block_size: int, batch_size: int) ->
 
 
 def fixed_batches(
-    tokens: np.ndarray, block_size: int, batch_size: int, n_batches: int, seed: int, *, name: str = "validation"
+    tokens: np.ndarray,
+    block_size: int,
+    batch_size: int,
+    n_batches: int,
+    seed: int,
+    *,
+    name: str = "validation",
+    shard: tuple[int, int] = (0, 1),
 ) -> list[Batch]:
-    """The same `n_batches` batches for a given seed every time: for comparable evaluations."""
-    sampler = BatchSampler(tokens, block_size, batch_size, seed, name=name)
+    """The same `n_batches` batches for a given seed every time: for comparable evaluations.
+
+    `shard=(rank, N)`: this process's batch_size/N rows of each (see BatchSampler).
+    """
+    sampler = BatchSampler(tokens, block_size, batch_size, seed, name=name, shard=shard)
     return [sampler.next_batch() for _ in range(n_batches)]

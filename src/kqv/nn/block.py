@@ -18,7 +18,8 @@ from kqv.nn.positional import PositionalEncoding
 
 
 class FeedForward(nn.Module):
-    """Linear C -> H, activation, Linear H -> C, dropout. H = 4C and GELU for GPT; the 2017 Transformer uses ReLU."""
+    """Linear C -> H, activation, Linear H -> C, dropout. H = 4C and GELU for GPT (GPT-2: GELU's tanh
+    approximation, "gelu_tanh"); the 2017 Transformer uses ReLU."""
 
     ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU}
 
@@ -47,7 +48,7 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(c.n_embd, bias=c.bias)
         self.attn = MultiHeadAttention(c.n_embd, c.n_head, c.bias, c.dropout, c.score, c.mask)
         self.ln_2 = nn.LayerNorm(c.n_embd, bias=c.bias)
-        self.mlp = FeedForward(c.n_embd, c.bias, c.dropout)
+        self.mlp = FeedForward(c.n_embd, c.bias, c.dropout, activation=c.activation)
         self.resid_pre, self.resid_mid, self.resid_post = HookPoint(), HookPoint(), HookPoint()  # (B, T, C) each
 
     def forward(

@@ -251,7 +251,8 @@ class Explorer:
         from kqv.generate.sampling import Decoder
 
         model = self.subject.model
-        decoder = Decoder(model, prompt)
+        with self.lock:  # a Decoder may re-store the weights once (kqv.generate.layout): not while others read them
+            decoder = Decoder(model, prompt)
         generator = _generator(model, seed)
         for _ in range(max_new_tokens):
             with self.lock, torch.inference_mode():

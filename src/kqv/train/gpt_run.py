@@ -20,10 +20,13 @@ from kqv.config import ConfigError, GPTConfig, TrainConfig, apply_overrides, fro
 from kqv.errors import UserError
 from kqv.fileio import atomic_write_bytes
 from kqv.models.gpt import GPT
+from kqv.train import distributed
 from kqv.train.checkpoint import load_model_tensors, read_safetensors
 from kqv.train.loop import Trainer, TrainResult
 from kqv.train.run_dir import (
+    configure_device,
     first_missing,
+    gpt_amp,
     new_run_dir,
     open_for_resume,
     pick_device,
@@ -69,12 +72,28 @@ def train_gpt(
     stop_at: int | None = None,
     say=print,
 ) -> tuple[TrainResult, Path, dict]:
-    from kqv.data.text import BatchSampler, fixed_batches, prepare_tokens, read_corpus
-    from kqv.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+    """Train (or with `resume`, continue) a GPT; -> (result, run directory, summary for --json).
 
+    Launched by torchrun, each process runs this with the others (kqv.train.distributed):
+    every rank returns the same result; only rank 0 writes and calls `say`.
+    """
     started = time.perf_counter()
-    device = pick_device(device)
-    if resume is not None:
+    with distributed.session(pick_device(device)) as device:
+        if not distributed.is_main():
+            say = _quiet
+        return _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_model, stop_at, say, started)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_model, stop_at, say, started):
+    from kqv.data.text import BatchSampler, cached_tokens, fixed_batches, prepare_tokens, read_corpus
+    from kqv.tokenizer import load_tokenizer, save_tokenizer, tokenizer_from_dict, train_tokenizer
+
+    main, shard = distributed.is_main(), (distributed.rank(), distributed.world_size())
+    if resume is not None:  # every rank reads the run's files; nothing is written until training
         run_dir, info = open_for_resume(resume, "gpt", ())
         if overrides or data or max_iters:
             raise UserError("--resume continues a run with its own settings; drop --set/--data/--max-iters")
@@ -83,70 +102,92 @@ def train_gpt(
         if corpus.sha256 != info["data"]["sha256"]:
             raise UserError(f"--resume {run_dir}: the corpus {corpus.source} has changed since the run started")
         tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+        distributed.check_batch_size(train_cfg.batch_size)
     else:
         overrides = list(overrides or [])
         if max_iters is not None:
             overrides.append(f"train.max_iters={max_iters}")
         model_table, train_cfg = resolve_configs(preset, overrides)
-        run_dir = new_run_dir(out, "gpt")
+        distributed.check_batch_size(train_cfg.batch_size)
         corpus = read_corpus(data)
-        say(f"corpus: {corpus.source} ({len(corpus.text):,} characters)")
-        tokenizer = train_tokenizer(train_cfg.tokenizer, corpus.text, train_cfg.bpe_vocab_size)
+
+        trained = []
+
+        def start_run() -> dict:  # rank 0 alone picks the run directory and trains the tokenizer
+            run_dir = new_run_dir(out, "gpt")
+            say(f"corpus: {corpus.source} ({len(corpus.text):,} characters)")
+            trained.append(train_tokenizer(train_cfg.tokenizer, corpus.text, train_cfg.bpe_vocab_size))
+            return {"run_dir": str(run_dir), "tokenizer": trained[0].to_dict()}
+
+        started_run = distributed.broadcast_from_main(start_run)  # the other ranks get rank 0's choices
+        run_dir = Path(started_run["run_dir"])
+        tokenizer = trained[0] if trained else tokenizer_from_dict(started_run["tokenizer"])
         try:
             model_cfg = from_dict(GPTConfig, {**model_table, "vocab_size": tokenizer.vocab_size}, "model config")
         except ConfigError as exc:
             raise UserError(str(exc)) from None
-    first_new = first_missing(run_dir / "data")  # the outermost folder this call creates (the run's or its cache)
-    run_dir.mkdir(parents=True, exist_ok=True)
     T, B = model_cfg.block_size, train_cfg.batch_size
-    try:
-        tokens = prepare_tokens(corpus, tokenizer, run_dir / "data")
-        sampler = BatchSampler(tokens.train, T, B, train_cfg.seed, name="training")
-        eval_sets = {
-            "train": fixed_batches(tokens.train, T, B, train_cfg.eval_iters, train_cfg.seed + 1, name="training"),
-            "val": fixed_batches(tokens.val, T, B, train_cfg.eval_iters, train_cfg.seed + 2, name="validation"),
-        }
-    except UserError:
-        if first_new is not None:  # unusable data: leave behind no folder that was not there before
-            shutil.rmtree(first_new, ignore_errors=True)
-        raise
-    if resume is None:  # only once the data is known to be usable: a failed start leaves no half-made run
-        info = {
-            "kqv_version": __version__,
-            "kind": "gpt",
-            "preset": preset,
-            "model": to_dict(model_cfg),
-            "train": to_dict(train_cfg),
-            "data": {
-                "path": corpus.source if corpus.source.startswith("embedded:") else str(Path(data).resolve()),
-                "source": corpus.source,
-                "sha256": corpus.sha256,
-            },
-            "tokenizer": {"kind": train_cfg.tokenizer, "fingerprint": tokenizer.fingerprint()},
-        }
-        save_tokenizer(tokenizer, run_dir / "tokenizer.json")
-        atomic_write_bytes(run_dir / "config.json", (json.dumps(info, indent=2) + "\n").encode())
 
-    torch.manual_seed(train_cfg.seed)
+    def load_data():  # rank 0 first: it writes the token cache (and a new run's files); the others read
+        first_new = first_missing(run_dir / "data")  # the outermost folder this call creates (the run's or its cache)
+        try:
+            if main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                tokens = prepare_tokens(corpus, tokenizer, run_dir / "data")
+            else:  # rank 0's cache, or (on a machine that cannot see it) the same ids encoded here
+                tokens = cached_tokens(corpus, tokenizer, run_dir / "data") or prepare_tokens(corpus, tokenizer, None)
+            sampler = BatchSampler(tokens.train, T, B, train_cfg.seed, name="training", shard=shard)
+            eval_sets = {
+                "train": fixed_batches(
+                    tokens.train, T, B, train_cfg.eval_iters, train_cfg.seed + 1, name="training", shard=shard
+                ),
+                "val": fixed_batches(
+                    tokens.val, T, B, train_cfg.eval_iters, train_cfg.seed + 2, name="validation", shard=shard
+                ),
+            }
+        except UserError:
+            if main and first_new is not None:  # unusable data: leave behind no folder that was not there before
+                shutil.rmtree(first_new, ignore_errors=True)
+            raise
+        if main and resume is None:  # only once the data is known to be usable: a failed start leaves no half-made run
+            info = {
+                "kqv_version": __version__,
+                "kind": "gpt",
+                "preset": preset,
+                "model": to_dict(model_cfg),
+                "train": to_dict(train_cfg),
+                "data": {
+                    "path": corpus.source if corpus.source.startswith("embedded:") else str(Path(data).resolve()),
+                    "source": corpus.source,
+                    "sha256": corpus.sha256,
+                },
+                "tokenizer": {"kind": train_cfg.tokenizer, "fingerprint": tokenizer.fingerprint()},
+            }
+            save_tokenizer(tokenizer, run_dir / "tokenizer.json")
+            atomic_write_bytes(run_dir / "config.json", (json.dumps(info, indent=2) + "\n").encode())
+        return sampler, eval_sets
+
+    sampler, eval_sets = distributed.main_first(load_data)
+
+    torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank
     model = GPT(model_cfg).to(device)
     compiled = torch.compile(model) if compile_model else None
-    amp = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    trainer = Trainer(model, train_cfg, sampler, eval_sets, run_dir, device, amp, compiled, say)
+    configure_device(device)
+    trainer = Trainer(model, train_cfg, sampler, eval_sets, run_dir, device, gpt_amp(device), compiled, say)
+    n = distributed.world_size()
+    where = f"{n} processes ({device.split(':')[0]})" if n > 1 else device
     if resume is not None:
         trainer.restore()
-        say(f"resuming {run_dir} at step {trainer.step} of {train_cfg.max_iters}")
+        say(f"resuming {run_dir} at step {trainer.step} of {train_cfg.max_iters} on {where}")
     else:
         say(
             f"model: {model_cfg.n_layer} layers, {model_cfg.n_head} heads, width {model_cfg.n_embd}, "
             f"context {T}, vocab {model_cfg.vocab_size}: {model.num_parameters():,} parameters; "
-            f"{train_cfg.max_iters} steps of {B * train_cfg.grad_accum} × {T} tokens on {device}"
+            f"{train_cfg.max_iters} steps of {B * train_cfg.grad_accum} × {T} tokens on {where}"
         )
     result = trainer.fit(stop_at=stop_at)
     plot = None
-    if result.log:
+    if result.log and main:
         from kqv.viz.curves import plot_loss_curve
 
         plot = plot_loss_curve(result.log, run_dir / "loss.png", f"{run_dir.name}: {corpus.source}")
@@ -161,7 +202,11 @@ def train_gpt(
         "wall_seconds": time.perf_counter() - started,
         "parameters": model.num_parameters(),
         "device": device,
+        "processes": n,
+        "rank": distributed.rank(),
         "plot": str(plot) if plot else None,
+        "step_losses": result.step_losses,  # the training loss of each step this call ran
+        "step_grad_norms": result.step_grad_norms,  # and its gradient norm before clipping
     }
     return result, run_dir, summary
 

@@ -13,6 +13,12 @@ best-validation weights, and the full trainer state for an exact resume.
 
 A non-finite loss stops the run before anything is written, so no checkpoint
 ever holds NaNs.
+
+Under torchrun (kqv.train.distributed) the model is wrapped in DistributedDataParallel:
+each rank runs the micro-steps on its shard of the batch, gradients are all-reduced
+on the last micro-step only (`no_sync` on the others), losses are averaged over the
+ranks, and only rank 0 writes files, prints and shows progress. On CUDA, batches are
+copied from pinned host memory without blocking.
 """
 
 import csv
@@ -31,6 +37,7 @@ from kqv.config import TrainConfig
 from kqv.errors import UserError
 from kqv.fileio import atomic_write_bytes
 from kqv.progress import progress_bar
+from kqv.train import distributed
 from kqv.train.checkpoint import (
     load_model_tensors,
     load_optimizer,
@@ -55,6 +62,7 @@ class TrainResult:
     train_seconds: float
     log: list[dict] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)  # training loss of each step run in this call
+    step_grad_norms: list[float | None] = field(default_factory=list)  # norm before clipping (None: no clipping)
 
 
 class Trainer:
@@ -70,9 +78,14 @@ class Trainer:
         compiled: nn.Module | None = None,
         say: Callable[[str], None] = print,
     ) -> None:
+        distributed.check_launch()
         self.model, self.cfg, self.batches, self.eval_sets = model, cfg, train_batches, eval_sets
-        self.forward = compiled or model  # torch.compile wraps the model; checkpoints use the original
+        # torch.compile wraps the model; checkpoints use the original (`compiled or model` would call len() on it)
+        self.forward = model if compiled is None else compiled
+        self.train_forward = distributed.wrap(self.forward, device)  # DDP around it under torchrun
+        self.world, self.main = distributed.world_size(), distributed.is_main()
         self.run_dir, self.device, self.say = Path(run_dir), device, say
+        self.pin = device.startswith("cuda")  # pinned host memory: the copy to the GPU can overlap compute
         self.autocast = (
             torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype)
             if amp_dtype is not None
@@ -102,11 +115,12 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "sampler": self.batches.state_dict(),
             "optimizer": opt_meta,
+            "processes": self.world,  # for the record only: a resume may use any number
         }
         write_safetensors(self.run_dir / "trainer.safetensors", tensors, meta)
 
     def restore(self) -> None:
-        for folder in (self.run_dir, self.run_dir / "data"):  # leftovers of writes a kill interrupted
+        for folder in (self.run_dir, self.run_dir / "data") if self.main else ():  # leftovers of killed writes
             for tmp in folder.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
         path = self.run_dir / "trainer.safetensors"
@@ -139,6 +153,7 @@ class Trainer:
                 n = getattr(out, "n_tokens", 0) or 1  # token-weighted when batches differ in size
                 loss = out.nll if getattr(out, "nll", None) is not None else out.loss
                 total, count = total + loss.item() * n, count + n
+            total, count = distributed.all_reduce_sum([total, count])  # every rank scored its shard
             losses[name] = total / count
         self.model.train()
         return losses
@@ -149,7 +164,8 @@ class Trainer:
         last = min(cfg.max_iters, stop_at) if stop_at is not None else cfg.max_iters
         self.model.train()
         step_losses: list[float] = []
-        bar = progress_bar(cfg.max_iters, "train", unit="step")
+        grad_norms: list[float | None] = []
+        bar = progress_bar(cfg.max_iters, "train", unit="step") if self.main else _NoBar()
         bar.update(self.step)
         if self.step == 0 and not self.log:
             self._evaluate_and_save(lr=scheduled_lr(0, cfg))
@@ -157,31 +173,38 @@ class Trainer:
             lr = scheduled_lr(self.step, cfg)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            distributed.seed_rank(cfg.seed, self.step)  # ranks > 0: dropout masks of their own
             started = time.perf_counter()
-            loss_sum, step_tokens = 0.0, 0
-            for _ in range(cfg.grad_accum):
-                batch = self._to_device(self.batches.next_batch())  # GPT: (B, T), (B, T)
-                with self.autocast:
-                    out = self.forward(*batch)
-                loss = out.loss / cfg.grad_accum
-                loss.backward()
-                loss_sum += loss.item()
+            loss_sum, step_tokens = torch.zeros((), device=self.device), 0
+            for micro in range(cfg.grad_accum):
+                batch = self._to_device(self.batches.next_batch())  # GPT: (B, T), (B, T); B/N rows on N ranks
+                with distributed.no_sync(self.train_forward, skip=micro < cfg.grad_accum - 1):
+                    with self.autocast:
+                        out = self.train_forward(*batch)
+                    loss = out.loss / cfg.grad_accum
+                    loss.backward()  # under DDP: on the last micro-step, the gradients are averaged over the ranks
+                loss_sum += loss.detach()  # no .item() here: on a GPU that would wait for every micro-step
                 step_tokens += getattr(out, "n_tokens", 0) or batch[0].numel()
+            step_tokens *= self.world  # every rank ran an equal shard
+            loss_sum = distributed.all_reduce_mean(loss_sum)  # the global batch's loss, the same on every rank
+            norm = torch.full((), math.nan, device=loss_sum.device)
+            if cfg.grad_clip > 0:  # the gradients are the same on every rank by now, and so is their norm
+                norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum, grad_norm = torch.stack([loss_sum.float(), norm.float()]).tolist()  # the step's one sync
             self.tokens_seen += step_tokens
-            if not math.isfinite(loss_sum):
+            if not math.isfinite(loss_sum):  # the step is taken in memory only: nothing of it is ever saved
                 bar.close()
                 raise UserError(
                     f"the training loss became {loss_sum} at step {self.step + 1}; nothing was saved for this step "
                     f"(the last good state is in {self.run_dir}); try a lower lr or grad_clip"
                 )
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             seconds = time.perf_counter() - started
             self.train_seconds += seconds
             step_losses.append(loss_sum)
+            grad_norms.append(grad_norm if cfg.grad_clip > 0 else None)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum:.4f}", tok_s=f"{step_tokens / seconds:,.0f}", refresh=False)
             if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
@@ -199,10 +222,14 @@ class Trainer:
             train_seconds=self.train_seconds,
             log=list(self.log),
             step_losses=step_losses,
+            step_grad_norms=grad_norms,
         )
 
     def _to_device(self, batch) -> tuple[torch.Tensor, ...]:
-        return tuple(t.to(self.device, non_blocking=True) for t in batch if isinstance(t, torch.Tensor))
+        tensors = (t for t in batch if isinstance(t, torch.Tensor))
+        if self.pin:
+            return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in tensors)
+        return tuple(t.to(self.device) for t in tensors)
 
     def _evaluate_and_save(self, lr: float) -> None:
         losses = self.evaluate()
@@ -216,17 +243,33 @@ class Trainer:
         }
         if not all(math.isfinite(v) for v in (row["train_loss"], row["val_loss"])):
             raise UserError(f"the evaluation loss is not finite at step {self.step}; nothing was saved")
-        self.log.append(row)
+        self.log.append(row)  # every rank keeps the log (the numbers are the same); rank 0 writes
         improved = row["val_loss"] < self.best_val
         if improved:
             self.best_val = row["val_loss"]
-            save_weights(self.run_dir / "model.safetensors", self.model, {"step": self.step, "val_loss": self.best_val})
-        write_log(self.run_dir / "log.csv", self.log)  # the log first: a resume drops rows past the saved step
-        self.save_state()
+        if self.main:
+            if improved:
+                meta = {"step": self.step, "val_loss": self.best_val}
+                save_weights(self.run_dir / "model.safetensors", self.model, meta)
+            write_log(self.run_dir / "log.csv", self.log)  # the log first: a resume drops rows past the saved step
+            self.save_state()
+        distributed.barrier()  # the others wait until the checkpoint is whole
+        if not self.main:
+            return
         self.say(
             f"step {self.step:>5}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
             f"lr {lr:.2e}  {row['tokens_per_s']:,.0f} tok/s  {row['elapsed_s']:.1f} s" + ("  *best" if improved else "")
         )
+
+
+class _NoBar:
+    """The progress bar of ranks other than 0: they show nothing."""
+
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kwargs) -> None: ...
+    def clear(self) -> None: ...
+    def refresh(self) -> None: ...
+    def close(self) -> None: ...
 
 
 def write_log(path: Path, rows: list[dict]) -> None:

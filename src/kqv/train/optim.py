@@ -38,8 +38,14 @@ def make_optimizer(
     decay_embeddings: bool = False,
     eps: float = 1e-8,
 ):
+    """AdamW over `decay_groups`, fused: one kernel updates every parameter of a group.
+
+    torch has the fused kernel for CUDA parameters and, in recent versions, CPU ones; where a
+    build lacks it, AdamW falls back to torch's default (the foreach kernels). The parameters
+    must already be on their device (`device`, kept for callers; the kernel follows the parameters).
+    """
     groups = decay_groups(model, weight_decay, decay_embeddings)
-    try:  # the fused kernel is fastest where the build has it (CUDA, and CPU in recent torch)
+    try:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)

@@ -29,6 +29,25 @@ def pick_device(name: str) -> str:
     return name
 
 
+def configure_device(device: str) -> None:
+    """CUDA: float32 matmuls and convolutions in TF32 (tensor cores; a 10-bit mantissa, which
+    training does not notice). Other devices are left as they are."""
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def gpt_amp(device: str) -> torch.dtype | None:
+    """The GPT's autocast dtype: bf16 on a CUDA GPU that has it, else None (fp32).
+
+    The CPU stays fp32, as the GPT always has, so CPU runs stay comparable with earlier ones.
+    (The translation trainer chooses for itself: kqv.train.translate_run.pick_amp.)
+    """
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def is_run_dir(path: Path) -> bool:
     return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
 
