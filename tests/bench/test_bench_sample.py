@@ -8,20 +8,14 @@ import pytest
 import torch
 
 from kqv.bench.sample import bench_sample
-from kqv.cli import main
 from kqv.config import GPTConfig, from_dict, load_preset
 from kqv.models.gpt import GPT
+from tests.commands.running import cli
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY_GPT2 = ("--preset", "tiny", "--set", "bias=true", "--set", "activation=gelu_tanh", "--vocab-size", "300")
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_bench_sample_times_both_and_the_tokens_agree():

@@ -1,7 +1,6 @@
 """The CLI as a user meets it: real subprocesses, exit codes, one-line errors, --json."""
 
 import argparse
-import json
 import subprocess
 import sys
 
@@ -10,15 +9,12 @@ import pytest
 from PIL import Image
 
 from kqv.cli import build_parser
+from tests.commands.running import last_json
 from tests.data.idx_files import idx_bytes, write_idx_set
 
 
 def kqv(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "kqv", *map(str, args)], capture_output=True, text=True, cwd=cwd)
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def all_subcommands(parser, prefix=()):

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from kqv.cli import main
 from kqv.data.text import read_corpus
 from kqv.train.checkpoint import read_safetensors
 from kqv.train.loop import LOG_FIELDS, read_log
 from kqv.train.optim import learning_rate
+from tests.commands.running import cli, last_json
 
 ENV = {**os.environ, "KQV_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}  # one thread: no contention on 2 cores
 SHAKESPEARE = read_corpus(None).text
@@ -52,20 +52,6 @@ def kqv_together(*commands, cwd=None) -> list[subprocess.CompletedProcess]:
         out, err = proc.communicate(timeout=300)
         done.append(subprocess.CompletedProcess(command(*args), proc.returncode, out, err))
     return done
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """`kqv ARGS` in this process -> (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from kqv.cli import main
 from kqv.tokenizer import CharTokenizer, save_tokenizer
+from tests.commands.running import cli, last_json
 from tests.models.test_hf import UNICODE_HEAVY, V, hf_logits, make_hf_gpt2
 
 transformers = pytest.importorskip("transformers")
@@ -26,20 +27,6 @@ from transformers import AutoTokenizer, GPT2LMHeadModel  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PROMPT = "ROMEO: Crème brûlée 🦀"
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """`kqv ARGS` in this process -> (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

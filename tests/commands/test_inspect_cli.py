@@ -4,7 +4,6 @@ random weights; what is hidden in the plotted matrices; --json; bad input as one
 Runs are trained with the `tiny` presets on small texts (a few seconds each) in-process through `kqv.cli.main`.
 """
 
-import json
 import math
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from kqv.cli import main
 from kqv.inspect.attention import masked_pattern
 from kqv.inspect.patterns import gpt_maps, load_subject, translation_maps
+from tests.commands.running import cli, last_json
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -20,20 +20,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 SENTENCE = "The pizza came out of the oven and it tasted good"
 NUMBERS_EN = "zero one two three four five six seven eight nine".split()
 NUMBERS_ES = "cero uno dos tres cuatro cinco seis siete ocho nueve".split()
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """`kqv ARGS` in this process -> (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def assert_png(path, min_width=200) -> None:

@@ -6,18 +6,9 @@ import socket
 
 import pytest
 
-from kqv.cli import main
+from tests.commands.running import cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def one_line_error(capsys, *args) -> str:

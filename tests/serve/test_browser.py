@@ -8,34 +8,14 @@ where that is a failure.
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.serve.conftest import missing
+
 PIZZA = "The pizza came out of the oven and it tasted good"
 LAYER, HEAD = 1, 2
-
-
-def _missing(why: str):
-    if os.environ.get("KQV_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{why} (KQV_REQUIRE_BROWSER=1)")
-    pytest.skip(why)
-
-
-@pytest.fixture(scope="module")
-def server():
-    """`kqv serve --preset default --preset translate/tiny --port 0`: the default GPT's shape, random weights."""
-    command = [sys.executable, "-m", "kqv", "serve", "--preset", "default", "--preset", "translate/tiny", "--port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()  # "kqv serve: http://127.0.0.1:PORT/  serving …"
-        assert line.startswith("kqv serve: http://127.0.0.1:"), line + process.stderr.read()
-        yield line.split()[2].rstrip("/")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +23,13 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("Playwright for Python is not installed (pip install playwright; no browser download needed)")
+        missing(
+            "Playwright for Python is not installed (pip install playwright; no browser download needed)",
+            "KQV_REQUIRE_BROWSER",
+        )
     executable = os.environ.get("KQV_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(executable).exists():
-        _missing(f"no Chromium at {executable} (apt-get install chromium, or set KQV_CHROMIUM)")
+        missing(f"no Chromium at {executable} (apt-get install chromium, or set KQV_CHROMIUM)", "KQV_REQUIRE_BROWSER")
     args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run"]  # fmt: skip
     with sync_playwright() as p:

@@ -12,22 +12,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.serve.conftest import missing
+
 PIZZA = "The pizza came out of the oven and it tasted good"
 LAYER, HEAD = 1, 2
 IT = 38  # the "t" of "it"
 LEFT = "\ue012"  # WebDriver's ArrowLeft
-
-
-def _missing(why: str):
-    if os.environ.get("KQV_REQUIRE_FIREFOX") == "1":
-        pytest.fail(f"{why} (KQV_REQUIRE_FIREFOX=1)")
-    pytest.skip(why)
 
 
 def wait_for(condition, what: str, timeout: float = 30):
@@ -41,29 +36,15 @@ def wait_for(condition, what: str, timeout: float = 30):
 
 
 @pytest.fixture(scope="module")
-def server():
-    """`kqv serve --preset default --preset translate/tiny --port 0`: the default GPT's shape, random weights."""
-    command = [sys.executable, "-m", "kqv", "serve", "--preset", "default", "--preset", "translate/tiny", "--port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()  # "kqv serve: http://127.0.0.1:PORT/  serving …"
-        assert line.startswith("kqv serve: http://127.0.0.1:"), line + process.stderr.read()
-        yield line.split()[2].rstrip("/")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
 def firefox(tmp_path_factory):
     """A headless Firefox on a fresh profile, and the path of its log; always shut down, with its children."""
     try:
         from marionette_driver.marionette import Marionette
     except ImportError:
-        _missing("marionette-driver is not installed (pip install marionette-driver)")
+        missing("marionette-driver is not installed (pip install marionette-driver)", "KQV_REQUIRE_FIREFOX")
     executable = os.environ.get("KQV_FIREFOX") or shutil.which("firefox-esr") or "/usr/bin/firefox-esr"
     if not Path(executable).exists():
-        _missing(f"no Firefox at {executable} (apt-get install firefox-esr, or set KQV_FIREFOX)")
+        missing(f"no Firefox at {executable} (apt-get install firefox-esr, or set KQV_FIREFOX)", "KQV_REQUIRE_FIREFOX")
     root = tmp_path_factory.mktemp("firefox")
     profile, home, log = root / "profile", root / "home", root / "firefox.log"
     profile.mkdir()
