@@ -1,4 +1,7 @@
-"""Greedy and beam search: beam 1 = greedy, batching does not matter, beams never lose to greedy, scores are true."""
+"""Greedy and beam search: beam 1 = greedy, batching does not matter, beams never lose to greedy, scores are true,
+pad and bos never proposed, and a wide enough beam finds the brute-force best under GNMT's length penalty."""
+
+import itertools
 
 import pytest
 import torch
@@ -113,7 +116,7 @@ def test_length_limits_follow_the_source_and_the_model():
 def test_decoding_stops_at_the_length_limit(model):
     src = sources()
     for hyps in (greedy_decode(model, src, 0.0, 2), beam_search(model, src, 3, 0.6, 0.0, 2)):
-        assert all(len(h.tokens) <= 1 for h in hyps)  # 2 tokens at most, eos included
+        assert max(len(h.tokens) for h in hyps) == 1  # 2 tokens at most, eos included; and the limit is reached
 
 
 def test_finished_hypotheses_are_kept_when_live_beams_go_on():
@@ -132,3 +135,99 @@ def test_finished_hypotheses_are_kept_when_live_beams_go_on():
     best = beam_search(m, src, beam=3, alpha=0.0)[0]
     assert best.tokens == []
     assert best.logprob == pytest.approx(sequence_logprob(m, src, [[]])[0])
+
+
+def untrained(seed: int, vocab_size: int = 12, max_len: int = 24) -> Transformer:
+    """Random weights: pad and bos are as likely as any token, so an unmasked search would emit them."""
+    torch.manual_seed(seed)
+    c = TransformerConfig(vocab_size=vocab_size, max_len=max_len, n_layer_enc=1, n_layer_dec=1, n_head=2, d_model=16,
+                          d_ff=32, dropout=0.0)  # fmt: skip
+    return Transformer(c).double().eval()
+
+
+def random_sources(seed: int, B: int, vocab_size: int) -> torch.Tensor:
+    """(B, 8) eos-terminated, right-padded source ids, 1–6 tokens each."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.full((B, 8), PAD)
+    for i in range(B):
+        n = int(torch.randint(1, 7, (1,), generator=g))
+        src[i, :n] = torch.randint(3, vocab_size, (n,), generator=g)
+        src[i, n] = EOS
+    return src
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_untrained_models_never_get_pad_or_bos_and_the_guarantees_hold(seed):
+    model, src = untrained(seed), random_sources(seed, B=12, vocab_size=12)
+    runs = {
+        "greedy": lambda x: greedy_decode(model, x),
+        "beam 1": lambda x: beam_search(model, x, beam=1, alpha=0.0),
+        "beam 2": lambda x: beam_search(model, x, beam=2, alpha=0.6),
+        "beam 4": lambda x: beam_search(model, x, beam=4, alpha=1.0),
+    }
+    outputs = {name: run(src) for name, run in runs.items()}
+    for name, hyps in outputs.items():
+        assert not [h.tokens for h in hyps if PAD in h.tokens or BOS in h.tokens], name
+        teacher_forced = sequence_logprob(model, src, [h.tokens for h in hyps])
+        assert [h.logprob for h in hyps] == pytest.approx(teacher_forced, abs=1e-9), name
+        alone = [runs[name](src[i : i + 1, : int((src[i] != PAD).sum())])[0] for i in range(0, len(src), 3)]
+        assert [h.tokens for h in alone] == [h.tokens for h in hyps[::3]], name  # batch size 1, unpadded = batched
+    greedy = outputs["greedy"]
+    assert [h.tokens for h in outputs["beam 1"]] == [h.tokens for h in greedy]
+    assert [h.logprob for h in outputs["beam 1"]] == pytest.approx([h.logprob for h in greedy], abs=1e-9)
+    for name, alpha in (("beam 2", 0.6), ("beam 4", 1.0)):
+        for g, b in zip(greedy, outputs[name], strict=True):
+            assert b.score >= g.logprob / length_penalty(len(g.tokens) + 1, alpha) - 1e-9
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_greedy_takes_the_argmax_over_every_token_but_pad_and_bos(seed):
+    """Reference: teacher forcing on greedy's own output; and the model itself would have picked pad or bos."""
+    model, src = untrained(seed), random_sources(seed, B=12, vocab_size=12)
+    hyps = greedy_decode(model, src)
+    limits = length_limits(src, PAD, 1.5, 10, cap=model.config.max_len - 1)
+    preferred_special = 0
+    for i, h in enumerate(hyps):
+        tgt_in = torch.tensor([[BOS, *h.tokens]])
+        logits = model(src[i : i + 1], tgt_in).logits[0]  # (T, V)
+        preferred_special += int(torch.isin(logits.argmax(-1), torch.tensor([PAD, BOS])).sum())
+        allowed = logits.clone()
+        allowed[:, [PAD, BOS]] = float("-inf")
+        expected = allowed.argmax(-1).tolist()  # (T,)
+        if len(h.tokens) + 1 == int(limits[i]):
+            expected[-1] = EOS  # at the length limit only eos may follow
+        assert h.tokens + [EOS] == expected
+    assert preferred_special > 0  # unmasked, greedy would have emitted them: the mask is what the test checks
+
+
+@pytest.mark.parametrize("alpha", [0.6, 1.0, 2.0])
+def test_each_score_is_the_log_probability_over_gnmts_length_penalty(model, alpha):
+    """score = log P(Y | X) / ((5 + |Y|) / 6) ** alpha, |Y| = tokens + eos, with log P from teacher forcing."""
+    for m, src in ((model, sources(seed=3)), (untrained(7), random_sources(7, B=12, vocab_size=12))):
+        for beam in (1, 3):
+            hyps = beam_search(m, src, beam=beam, alpha=alpha, max_len_b=6)
+            teacher_forced = sequence_logprob(m, src, [h.tokens for h in hyps])
+            expected = [lp / ((5 + len(h.tokens) + 1) / 6) ** alpha for lp, h in zip(teacher_forced, hyps, strict=True)]
+            assert [h.score for h in hyps] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+            assert len({len(h.tokens) for h in hyps}) > 1  # several lengths, so a wrong |Y| shows
+
+
+def test_a_beam_as_wide_as_the_output_space_returns_the_brute_force_best():
+    """Every output of ≤ 3 tokens over a 5-token vocabulary, scored by teacher forcing and GNMT's penalty."""
+    model = untrained(seed=1, vocab_size=8, max_len=8)
+    src = torch.tensor([[3, 4, 5, EOS], [6, EOS, PAD, PAD], [7, 3, EOS, PAD]])
+    words = range(3, 8)  # every id but pad, bos, eos
+    outputs = [list(seq) for n in range(4) for seq in itertools.product(words, repeat=n)]  # 156 sequences
+    logprobs = [sequence_logprob(model, src[i : i + 1].expand(len(outputs), -1), outputs) for i in range(len(src))]
+    bests = {}
+    for alpha in (0.0, 0.6, 1.5):
+        # a beam of 156 never drops a hypothesis: it keeps all 5^t live ones and all 156 finished ones
+        hyps = beam_search(model, src, beam=len(outputs), alpha=alpha, max_len_a=0.0, max_len_b=4)
+        for i, h in enumerate(hyps):
+            scores = [lp / ((5 + len(y) + 1) / 6) ** alpha for lp, y in zip(logprobs[i], outputs, strict=True)]
+            best = max(range(len(outputs)), key=scores.__getitem__)
+            assert h.tokens == outputs[best], (alpha, i)
+            assert h.score == pytest.approx(scores[best], rel=1e-9)
+            bests.setdefault(i, []).append(tuple(outputs[best]))
+    for x, y in ((0, 1), (1, 2)):  # alpha changes the answer: 0 vs 0.6 and 0.6 vs 1.5, each for some sentence
+        assert any(b[x] != b[y] for b in bests.values())

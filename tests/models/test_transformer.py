@@ -92,11 +92,15 @@ def test_logits_are_the_tied_embedding_applied_to_the_decoder_output():
     torch.manual_seed(0)
     model = Transformer(tiny()).double().eval()
     src, tgt_in, _ = batch()
-    memory, src_pad, _ = model.encode(src)
-    logits, _ = model.decode(tgt_in, model.memory_kv(memory), src_pad)
-    assert torch.equal(logits, model(src, tgt_in).logits)
-    assert model.embed.weight.data_ptr() == dict(model.named_parameters())["embed.weight"].data_ptr()
-    assert sum(1 for n, _ in model.named_parameters() if "embed" in n) == 1  # one matrix: input and output
+    captured = {}
+    handle = model.decoder_out.register_forward_hook(lambda module, args, output: captured.update(h=output))
+    try:
+        logits = model(src, tgt_in).logits
+    finally:
+        handle.remove()
+    torch.testing.assert_close(logits, captured["h"] @ model.embed.weight.T, atol=1e-12, rtol=0)  # (B, T, V)
+    # one matrix for input and output: no other parameter has a vocabulary-sized axis (V = 40 is no other width)
+    assert [n for n, p in model.named_parameters() if 40 in p.shape] == ["embed.weight"]
 
 
 def test_embeddings_are_scaled_by_sqrt_d_model_on_the_input_side_only():
@@ -122,17 +126,49 @@ def test_later_target_tokens_do_not_change_earlier_logits():
 
 
 def test_source_padding_changes_nothing():
-    """A sentence alone and the same sentence padded in a batch give the same logits."""
+    """A sentence alone, padded in a batch, or padded further: the same logits, and so are the other rows'."""
     torch.manual_seed(0)
     model = Transformer(tiny()).double().eval()
     src, tgt_in, _ = batch()
-    padded = model(src, tgt_in).logits[1]
+    padded = model(src, tgt_in).logits  # (B, T, V)
     alone = model(src[1:2, :4], tgt_in[1:2]).logits[0]
-    torch.testing.assert_close(padded, alone, atol=1e-10, rtol=1e-10)
-    poked = src.clone()
-    poked[1, 5] = 9  # what sits in a padded slot must not matter... once it is marked as padding again
-    poked[1, 5] = PAD
-    torch.testing.assert_close(model(poked, tgt_in).logits, model(src, tgt_in).logits)
+    torch.testing.assert_close(padded[1], alone, atol=1e-10, rtol=1e-10)
+    longer = torch.cat([src, torch.full((3, 5), PAD)], dim=1)  # (B, S + 5): a longer padded tail on every row
+    torch.testing.assert_close(model(longer, tgt_in).logits, padded, atol=1e-10, rtol=1e-10)
+
+
+def replacing(hook_point, where: torch.Tensor, garbage: torch.Tensor):
+    """A forward hook that puts `garbage` into hook_point's output (B, S, C) at `where` (B, S)."""
+    return hook_point.register_forward_hook(lambda module, args, output: torch.where(where[..., None], garbage, output))
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_what_sits_in_a_padded_source_slot_does_not_matter(norm_first):
+    """Padding is the slots whose id is pad_id: their vectors, entering the encoder or leaving it, are never read."""
+    torch.manual_seed(0)
+    model = Transformer(tiny(norm_first=norm_first)).double().eval()
+    src, tgt_in, _ = batch()
+    src[0, 5:] = PAD  # two rows with a padded tail, one without
+    pad = src == PAD  # (B, S)
+    before = model(src, tgt_in).logits  # (B, T, V)
+    garbage = 100 * torch.randn(*src.shape, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for hook_point in (model.embed_src, model.memory):  # encoder self-attention, then cross-attention
+        handle = replacing(hook_point, pad, garbage)
+        try:
+            after = model(src, tgt_in).logits
+        finally:
+            handle.remove()
+        torch.testing.assert_close(after, before, atol=1e-10, rtol=1e-10)
+        handle = replacing(hook_point, ~pad, garbage)  # the same garbage in the real slots does change the logits
+        try:
+            assert not torch.allclose(model(src, tgt_in).logits, before)
+        finally:
+            handle.remove()
+    real = src.clone()
+    real[1, 5] = 9  # a real token in a padded slot is no longer padding: row 1 changes, the others do not
+    after = model(real, tgt_in).logits
+    assert not torch.allclose(after[1], before[1])
+    torch.testing.assert_close(after[[0, 2]], before[[0, 2]], atol=1e-10, rtol=1e-10)
 
 
 def test_loss_equals_torch_cross_entropy_with_label_smoothing_and_ignored_padding():
@@ -146,6 +182,11 @@ def test_loss_equals_torch_cross_entropy_with_label_smoothing_and_ignored_paddin
     torch.testing.assert_close(loss.double(), F.cross_entropy(*flat, ignore_index=PAD, label_smoothing=0.1))
     torch.testing.assert_close(nll.double(), F.cross_entropy(*flat, ignore_index=PAD))
     assert n == int((target != PAD).sum()) == 9
+    garbage = logits.clone()  # logits at padded targets may be anything: neither the NLL nor the smoothing reads them
+    garbage[target == PAD] = 1e3 * torch.randn(int((target == PAD).sum()), 11, generator=g, dtype=torch.float64)
+    garbage_loss, garbage_nll, _ = smoothed_loss(garbage, target, PAD, 0.1)
+    torch.testing.assert_close(garbage_loss, loss, atol=1e-12, rtol=0)
+    torch.testing.assert_close(garbage_nll, nll, atol=1e-12, rtol=0)
 
 
 def test_padding_never_reaches_the_loss_and_eval_reports_plain_nll():
@@ -154,13 +195,25 @@ def test_padding_never_reaches_the_loss_and_eval_reports_plain_nll():
     src, tgt_in, tgt_out = batch()
     model.eval()
     out = model(src, tgt_in, tgt_out)
-    assert out.n_tokens == int((tgt_out != PAD).sum())
+    n = int((tgt_out != PAD).sum())
+    assert out.n_tokens == n == 15
     assert torch.equal(out.loss, out.nll)  # eval: no smoothing; perplexity = exp(nll)
-    garbage = tgt_out.clone()
-    garbage[tgt_out == PAD] = PAD  # same targets; and logits at padded positions may be anything
+    # reference: each sentence alone, cut to its real length; the batch's NLL is their token-weighted mean
+    total = 0.0
+    for i in range(3):
+        s_len, t_len = int((src[i] != PAD).sum()), int((tgt_out[i] != PAD).sum())
+        alone = model(src[i : i + 1, :s_len], tgt_in[i : i + 1, :t_len], tgt_out[i : i + 1, :t_len])
+        total += alone.nll.item() * t_len
+    assert out.nll.item() == pytest.approx(total / n, rel=1e-12)
     tgt_in_poked = tgt_in.clone()
-    tgt_in_poked[2, 4:] = 9  # a padded decoder input position: only its own (ignored) prediction changes
-    torch.testing.assert_close(model(src, tgt_in_poked, garbage).nll, out.nll, atol=1e-12, rtol=0)
+    tgt_in_poked[2, 3:] = 9  # inputs whose predictions are padded targets: only those (ignored) logits change
+    poked = model(src, tgt_in_poked, tgt_out)
+    assert not torch.allclose(poked.logits[2, 3:], out.logits[2, 3:])
+    torch.testing.assert_close(poked.logits[2, :3], out.logits[2, :3], atol=1e-12, rtol=0)
+    torch.testing.assert_close(poked.nll, out.nll, atol=1e-12, rtol=0)
+    counted = tgt_out.clone()
+    counted[2, 3] = 9  # a real label where padding was is counted: padding is what carries pad_id
+    assert model(src, tgt_in, counted).n_tokens == n + 1
     model.train()  # dropout is 0: the only difference in training is the smoothing
     smoothed = model(src, tgt_in, tgt_out)
     flat = smoothed.logits.reshape(-1, 40), tgt_out.reshape(-1)
@@ -172,7 +225,8 @@ def test_attention_patterns_have_the_documented_shapes_and_rows_sum_to_one():
     torch.manual_seed(0)
     model = Transformer(tiny()).double().eval()
     src, tgt_in, _ = batch()
-    out = model(src, tgt_in, need_pattern=True)
+    with torch.no_grad():
+        out = model(src, tgt_in, need_pattern=True)
     B, S, T = 3, 7, 6
     for name, shape in {"encoder": (B, 4, S, S), "decoder": (B, 4, T, T), "cross": (B, 4, T, S)}.items():
         assert len(out.patterns[name]) == 2

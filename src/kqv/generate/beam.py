@@ -16,6 +16,11 @@ best GNMT-normalised score (Wu et al. 2016, eq. 14):
 
 with |Y| counting eos. alpha = 0 ranks by plain log-probability. Rows of finished
 sentences leave the batch, so a batch costs what its live hypotheses need.
+
+Neither search ever proposes <pad> or <s> (the config's pad_id, bos_id): they get
+log-probability −inf after the log-softmax, without renormalising, so a hypothesis's
+reported log-probability is still the model's, as teacher forcing (`sequence_logprob`)
+computes it.
 """
 
 from dataclasses import dataclass
@@ -34,9 +39,15 @@ class Hypothesis:
 
 
 def next_logprobs(model: Transformer, tokens: torch.Tensor, state) -> torch.Tensor:
-    """One decoder step -> log-probabilities (R, V) in float64: sums over many steps stay exact enough to compare."""
+    """One decoder step -> log-probabilities (R, V) in float64, −inf at pad and bos, which are never output.
+
+    float64: sums over many steps stay exact enough to compare with teacher forcing."""
+    c = model.config
     logits = model.step(tokens, state)  # (R, V), bf16 under autocast
-    return F.log_softmax(logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits, -1).double()
+    wide = logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+    logp = F.log_softmax(wide, dim=-1).double()  # (R, V)
+    logp[:, [c.pad_id, c.bos_id]] = float("-inf")  # masked, not renormalised: log P stays the model's
+    return logp
 
 
 def length_penalty(length: int, alpha: float) -> float:
