@@ -1,16 +1,30 @@
-"""Sampling (PITFALL 8) and cached generation (PITFALL 7): temperature 0 is greedy, top-k keeps exactly k,
+"""Sampling (PITFALL 8) and cached generation (PITFALL 7, 17): temperature 0 is greedy, top-k keeps exactly k,
 top-p keeps the smallest set reaching p and never nothing, seeds reproduce, cached and uncached
-generation agree token for token past block_size, and the context window hops as documented."""
+generation agree token for token past block_size under every mask, positional encoding and window
+("slide", "hop"), each against a plain recomputation, and extreme sampling values (PITFALL 21) are
+refused before the first token or, for temperatures → 0⁺, decode greedily."""
 
 import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from kqv.config import GPTConfig
-from kqv.generate.sampling import filter_logits, generate, next_token, window_start
+from kqv.generate.sampling import (
+    MAX_SEED,
+    TEMPERATURE_FLOOR,
+    Decoder,
+    decodes_with_cache,
+    filter_logits,
+    generate,
+    is_greedy,
+    next_token,
+    window_start,
+)
 from kqv.models.gpt import GPT
+from kqv.nn.positional import POSITIONAL
 
 V, BLOCK = 13, 8
 
@@ -147,8 +161,21 @@ def test_top_k_then_top_p_compose():
         (4, 3, 1),  # block 3: hop 1
     ],
 )
-def test_window_start_hand_checked(n, block, start):
-    assert window_start(n, block) == start
+def test_hop_window_start_hand_checked(n, block, start):
+    assert window_start(n, block, "hop") == start
+
+
+@pytest.mark.parametrize("n, block, start", [(1, 8, 0), (8, 8, 0), (9, 8, 1), (11, 8, 3), (17, 8, 9), (2, 1, 1)])
+def test_slide_window_start_keeps_exactly_the_last_block_size_tokens(n, block, start):
+    assert window_start(n, block, "slide") == start
+    assert window_start(n, block) == start  # the default
+
+
+def test_unknown_window_raises():
+    with pytest.raises(ValueError, match="unknown window 'jump'.*slide, hop"):
+        window_start(9, 8, "jump")
+    with pytest.raises(ValueError, match="unknown window"):
+        generate(tiny_gpt(), [1], 3, window="jump")
 
 
 @pytest.mark.parametrize("block", [1, 2, 3, 8, 9])
@@ -156,7 +183,7 @@ def test_window_start_always_fits_and_hops_in_half_windows(block):
     hop = max(1, block // 2)
     previous = 0
     for n in range(1, 5 * block):
-        s = window_start(n, block)
+        s = window_start(n, block, "hop")
         assert 0 <= n - s <= block  # never more than block_size tokens
         assert s % hop == 0 and s >= previous  # moves forward, half a window at a time
         if n > block:
@@ -215,7 +242,7 @@ def test_generate_logits_are_the_models_last_position_logits_over_the_window():
     with torch.no_grad():
         for i, (token, logits) in enumerate(out):
             n = len(prompt) + i  # tokens known before this step
-            window = tokens[window_start(n, BLOCK) : n]
+            window = tokens[max(0, n - BLOCK) : n]  # the default window slides: the last BLOCK tokens
             expected = model(torch.tensor([window])).logits[0, -1]
             torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
             assert token == int(expected.argmax())
@@ -249,3 +276,168 @@ def test_sampling_follows_the_model_distribution():
     draws = torch.cat([next_token(logits, 1.0, generator=g) for _ in range(4000)])
     freq = torch.bincount(draws, minlength=3).float() / len(draws)
     torch.testing.assert_close(freq, torch.tensor([0.6, 0.3, 0.1]), atol=0.03, rtol=0)
+
+
+# --- every mask × positional encoding × window, against a plain recomputation (PITFALL 7, 17) --------------------
+
+EVERY_MASK = ["causal", "none", "anticausal", "window:1", "window:3", f"window:{BLOCK}", f"window:{BLOCK + 3}"]
+
+
+def random_gpt(pos, mask, dtype=torch.float32, seed=0):
+    """3 layers with weights far from GPT-2's small init: sharp attention, so a wrong window or stale key shows."""
+    torch.manual_seed(seed)
+    config = GPTConfig(vocab_size=V, block_size=BLOCK, n_layer=3, n_head=2, n_embd=16, pos_encoding=pos, mask=mask)
+    model = GPT(config).eval().to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)
+    return model
+
+
+def reference_start(n: int, window: str) -> int:
+    """Where the model's window begins when the text has n tokens, written out: slide keeps the last BLOCK
+    tokens; hop moves the start half a block at a time, only as far as needed."""
+    if window == "slide":
+        return max(0, n - BLOCK)
+    start = 0
+    while n - start > BLOCK:
+        start += BLOCK // 2
+    return start
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("window", ["slide", "hop"])
+@pytest.mark.parametrize("mask", EVERY_MASK)
+@pytest.mark.parametrize("pos", list(POSITIONAL))
+def test_greedy_generation_past_the_context_equals_a_fresh_forward_over_the_window(pos, mask, window, dtype, tol):
+    model, prompt, n_new = random_gpt(pos, mask, dtype), [1, 2, 3], 2 * BLOCK + 2  # the window moves 4 times
+    for use_cache in (True, False):
+        kw = dict(temperature=0, use_cache=use_cache, window=window, return_logits=True)
+        out = list(generate(model, prompt, n_new, **kw))
+        text = prompt + [token for token, _ in out]
+        with torch.no_grad():
+            for i, (token, logits) in enumerate(out):
+                n = len(prompt) + i  # tokens known before this step
+                expected = model(torch.tensor([text[reference_start(n, window) : n]])).logits[0, -1]  # (V,)
+                torch.testing.assert_close(logits, expected, atol=tol, rtol=tol)
+                assert token == int(expected.argmax())
+
+
+def test_slide_and_hop_read_different_windows_right_after_the_context_overflows():
+    model, prompt = random_gpt("learned", "causal"), list(range(BLOCK))
+    slide = [logits for _, logits in generate(model, prompt, 2, temperature=0, return_logits=True, window="slide")]
+    hop = [logits for _, logits in generate(model, prompt, 2, temperature=0, return_logits=True, window="hop")]
+    torch.testing.assert_close(slide[0], hop[0], atol=0, rtol=0)  # BLOCK tokens: both read them all
+    assert (slide[1] - hop[1]).abs().max() > 1e-3  # BLOCK + 1 tokens: the last BLOCK vs the last BLOCK/2 + 1
+
+
+def forward_calls(model, run) -> list[tuple[int, bool]]:
+    """(tokens fed, whether a cache was passed) for each call of model.forward while run() runs."""
+    calls = []
+    handle = model.register_forward_pre_hook(
+        lambda _, args, kwargs: calls.append((args[0].shape[1], kwargs.get("cache") is not None)), with_kwargs=True
+    )
+    try:
+        run()
+    finally:
+        handle.remove()
+    return calls
+
+
+@pytest.mark.parametrize("mask", ["causal", "window:3", "anticausal"])
+def test_slide_caches_until_the_text_overflows_then_recomputes_the_last_block_size_tokens(mask):
+    model, prompt = random_gpt("rope", mask), [1, 2, 3]
+    calls = forward_calls(model, lambda: list(generate(model, prompt, 2 * BLOCK, temperature=0, window="slide")))
+    steps_in_context = BLOCK - len(prompt)  # steps whose text (3 … BLOCK − 1 tokens before the step) still fits
+    assert calls == [(3, True)] + [(1, True)] * steps_in_context + [(BLOCK, False)] * (2 * BLOCK - 1 - steps_in_context)
+
+
+def test_hop_refills_the_cache_once_per_half_window():
+    model, prompt, half = random_gpt("learned", "causal"), [1, 2, 3], BLOCK // 2
+    calls = forward_calls(model, lambda: list(generate(model, prompt, 2 * BLOCK, temperature=0, window="hop")))
+    refills = [i for i, (n, cached) in enumerate(calls) if n > 1]
+    assert all(cached for _, cached in calls)
+    assert [calls[i][0] for i in refills] == [3, half + 1, half + 1, half + 1]  # the prompt, then each hop
+    assert len(calls) == 2 * BLOCK
+
+
+@pytest.mark.parametrize("window", ["slide", "hop"])
+def test_mask_none_decodes_without_a_cache_even_when_one_is_asked_for(window):
+    model = random_gpt("alibi", "none")
+    assert not decodes_with_cache(model, use_cache=True) and not Decoder(model, [1]).use_cache
+    calls = forward_calls(model, lambda: list(generate(model, [1, 2, 3], 2 * BLOCK, temperature=0, window=window)))
+    assert not any(cached for _, cached in calls)
+    assert decodes_with_cache(random_gpt("alibi", "anticausal")) and not decodes_with_cache(model, use_cache=False)
+
+
+@pytest.mark.parametrize("mask", EVERY_MASK)
+def test_generate_cached_uncached_and_a_decoder_loop_agree_when_sampling(mask):
+    """The CLI (generate, cache asked for), the lab (use_cache=False, temperature 0.8, seed 1) and the page
+    (a Decoder with its defaults, one draw per step) give the same text under every mask."""
+    model, prompt, n_new = random_gpt("rope", mask), [4, 5], 2 * BLOCK
+    cli = list(generate(model, prompt, n_new, temperature=0.8, seed=1))
+    lab = list(generate(model, prompt, n_new, temperature=0.8, seed=1, use_cache=False))
+    decoder, generator, page = Decoder(model, prompt), torch.Generator().manual_seed(1), []
+    with torch.inference_mode():
+        for _ in range(n_new):
+            page.append(int(next_token(decoder.next_logits(), 0.8, None, None, generator)[0]))
+            decoder.append(page[-1])
+    assert cli == lab == page
+    assert len(set(cli)) > 2  # sampled, not stuck on one token
+
+
+# --- sampling values that cannot break it (PITFALL 21) ------------------------------------------------------------
+
+BAD_VALUES = [
+    dict(temperature=float("nan")),
+    dict(temperature=float("inf")),
+    dict(temperature=-1.0),
+    dict(top_p=float("nan")),
+    dict(top_p=1.5),
+    dict(top_p=-0.1),
+    dict(top_k=0),
+    dict(seed=2**64),
+    dict(seed=-1),
+]
+
+
+@pytest.mark.parametrize("bad", BAD_VALUES, ids=[f"{k}={v}" for d in BAD_VALUES for k, v in d.items()])
+def test_bad_sampling_values_raise_on_the_call_before_any_token(bad):
+    model = tiny_gpt().train()
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"^{name} must be") as info:
+        generate(model, [1, 2], 5, **{"temperature": 1.0, **bad})  # no next(): the call itself refuses
+    assert "\n" not in str(info.value)
+    assert model.training  # nothing ran: generation would have put the model in eval mode
+
+
+@pytest.mark.parametrize("temperature", [0.0, 5e-324, 1e-300, 1e-30, 9.9e-5])
+def test_temperatures_below_the_floor_decode_greedily(temperature):
+    assert TEMPERATURE_FLOOR == 1e-4 and is_greedy(temperature) and not is_greedy(TEMPERATURE_FLOOR)
+    model = tiny_gpt(seed=7)
+    greedy = list(generate(model, [1, 2], 2 * BLOCK, temperature=0))
+    assert list(generate(model, [1, 2], 2 * BLOCK, temperature=temperature, top_p=0.9, seed=3)) == greedy
+    logits = torch.randn(4, V, generator=torch.Generator().manual_seed(0))
+    probs = torch.softmax(filter_logits(logits, temperature, None, None), dim=-1)  # logits / T would be ±inf: NaN
+    torch.testing.assert_close(probs, F.one_hot(logits.argmax(-1), V).float(), atol=0, rtol=0)
+
+
+def test_a_temperature_just_above_the_floor_still_divides_and_samples():
+    logits = torch.tensor([[0.0, 1e-5, 3e-5]])  # gaps of the floor's order: /1e-4 -> 0, 0.1, 0.3
+    torch.testing.assert_close(filter_logits(logits, 1e-4, None, None), logits / 1e-4, atol=0, rtol=0)
+    draws = {int(next_token(logits, 1e-4, generator=torch.Generator().manual_seed(s))[0]) for s in range(40)}
+    assert draws == {0, 1, 2}  # near-uniform: not greedy
+
+
+def test_the_largest_seed_is_accepted_and_seeds_the_generator_with_it():
+    model = tiny_gpt(seed=8).eval()
+    prompt, n_new = [3], BLOCK - 1  # within the context: the hand loop needs no window
+    got = list(generate(model, prompt, n_new, temperature=1.0, seed=MAX_SEED))
+    assert got == list(generate(model, prompt, n_new, temperature=1.0, seed=MAX_SEED))
+    generator, text = torch.Generator().manual_seed(2**64 - 1), list(prompt)  # by hand: softmax, multinomial
+    with torch.no_grad():
+        for _ in range(n_new):
+            probs = torch.softmax(model(torch.tensor([text])).logits[0, -1], dim=-1)
+            text.append(int(torch.multinomial(probs[None], 1, generator=generator)[0, 0]))
+    assert got == text[len(prompt) :]

@@ -1,5 +1,6 @@
-"""GPT: causality (PITFALL 1), the loss, weight tying, parameter count, block_size, dropout, a real
-learning check and gradient accumulation (PITFALL 11). Tiny configs, CPU."""
+"""GPT: causality (PITFALL 1), a KV cache only where the mask makes it exact (PITFALL 17), the loss,
+weight tying, parameter count, block_size, dropout, a real learning check and gradient accumulation
+(PITFALL 11). Tiny configs, CPU."""
 
 import math
 
@@ -60,6 +61,23 @@ def test_masks_that_see_the_future_leak_into_earlier_positions(mask, pos):
         changed = model(change_token(idx, t)).logits
     leak = (changed[:, :t] - base[:, :t]).abs().amax(dim=-1)  # (B, t) change at each earlier position
     assert leak.gt(1e-5).all()  # every earlier position sees the last token: this LM could read the answer
+
+
+@pytest.mark.parametrize("mask, exact", [("causal", True), ("window:3", True), ("anticausal", True), ("none", False)])
+def test_forward_refuses_a_kv_cache_where_the_mask_makes_it_inexact(mask, exact):
+    model = tiny_gpt(mask=mask).eval()
+    assert model.cache_exact is exact
+    idx = tokens(b=1, t=4)
+    with torch.no_grad():
+        if exact:
+            cached = model(idx, cache=model.new_cache(1)).logits
+            torch.testing.assert_close(cached, model(idx).logits, atol=1e-6, rtol=0)
+        else:
+            cache = model.new_cache(1)
+            with pytest.raises(ValueError, match="not exact for mask 'none'.*without a cache") as info:
+                model(idx, cache=cache)
+            assert "\n" not in str(info.value) and cache.length == 0  # refused before anything was written
+            assert model(idx).logits.shape == (1, 4, V)  # without a cache it runs
 
 
 def test_patterns_are_causal_and_named():

@@ -154,3 +154,57 @@ def test_default_cache_matches_the_model_dtype():
     model = tiny_gpt().to(torch.bfloat16)
     cache = model.new_cache(batch=1)
     assert cache.layers[0].k.dtype == torch.bfloat16
+
+
+# --- the cache under every mask (PITFALL 17) ----------------------------------------------------------------------
+
+EVERY_MASK = ["causal", "none", "anticausal", "window:1", "window:3", f"window:{BLOCK}", f"window:{BLOCK + 5}"]
+CACHE_EXACT = [m for m in EVERY_MASK if m != "none"]
+
+
+def random_gpt(pos, mask, dtype=torch.float32, seed=0):
+    """3 layers with weights far from GPT-2's small init, so attention is sharp and a stale key shows in the logits."""
+    torch.manual_seed(seed)
+    config = GPTConfig(vocab_size=V, block_size=BLOCK, n_layer=3, n_head=2, n_embd=16, pos_encoding=pos, mask=mask)
+    model = GPT(config).eval().to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)
+    return model
+
+
+@torch.no_grad()
+def decode_step_by_step(model, idx, prompt):
+    """Prefill `prompt` tokens, then one token per call -> the newest position's logits after each call, (B, V) each."""
+    cache = model.new_cache(idx.shape[0])
+    out = [model(idx[:, :prompt], cache=cache).logits[:, -1]]
+    for t in range(prompt, idx.shape[1]):
+        out.append(model(idx[:, t : t + 1], cache=cache).logits[:, -1])
+    return out
+
+
+@torch.no_grad()
+def recomputed(model, idx, prompt):
+    """The reference: a fresh full forward pass over each prefix, its last position's logits."""
+    return [model(idx[:, : t + 1]).logits[:, -1] for t in range(prompt - 1, idx.shape[1])]
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("mask", CACHE_EXACT)
+@pytest.mark.parametrize("pos", list(POSITIONAL))
+def test_cached_decoding_equals_recomputation_for_every_cache_exact_mask(pos, mask, dtype, tol):
+    model, idx = random_gpt(pos, mask, dtype), tokens(b=2, t=BLOCK, seed=4)
+    for got, expected in zip(decode_step_by_step(model, idx, 4), recomputed(model, idx, 4), strict=True):
+        torch.testing.assert_close(got, expected, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("pos", list(POSITIONAL))
+def test_a_cache_would_be_wrong_for_mask_none_so_it_is_refused(pos):
+    model, idx = random_gpt(pos, "none"), tokens(b=2, t=BLOCK, seed=4)
+    with pytest.raises(ValueError, match="'none'"):
+        decode_step_by_step(model, idx, 4)
+    model.cache_exact = True  # pretend, to see what the refusal prevents
+    stale = decode_step_by_step(model, idx, 4)
+    worst = max((a - b).abs().max().item() for a, b in zip(stale, recomputed(model, idx, 4), strict=True))
+    assert worst > 1e-3, worst  # earlier keys of deeper layers changed as the text grew: the cache is stale

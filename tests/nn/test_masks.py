@@ -4,6 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kqv.nn.masks import (
+    MASK_FORMS,
     MaskSpec,
     additive_mask,
     allowed_positions,
@@ -152,3 +153,43 @@ def test_parse_mask_rejects_bad_names_and_lists_valid_forms(bad):
         assert form in message
     with pytest.raises(ValueError):
         allowed_positions(bad, T4, T4)
+
+
+# Every mask of the registry (MASK_FORMS), windows shorter and longer than the text
+EVERY_MASK = ["causal", "none", "anticausal", "window:1", "window:2", "window:3", "window:10"]
+
+
+def test_every_mask_form_is_covered_here():
+    forms = {parse_mask(form.replace("N", "1")).kind for form in MASK_FORMS}
+    assert {parse_mask(name).kind for name in EVERY_MASK} == forms
+
+
+def cache_exact_by_brute_force(name: str, max_len: int = 7) -> bool:
+    """Decode one token at a time: a cache is exact unless the newest query reads an earlier key j that sees a
+    position after j (such a key was cached before that position existed, so a recomputation would change it)."""
+    for T in range(1, max_len + 1):
+        pos = torch.arange(T)
+        allowed = allowed_positions(name, pos, pos)
+        allowed = torch.ones(T, T, dtype=torch.bool) if allowed is None else allowed  # (T, T)
+        newest = T - 1
+        for j in range(newest):
+            if allowed[newest, j] and allowed[j, j + 1 :].any():
+                return False
+    return True
+
+
+@pytest.mark.parametrize("name", EVERY_MASK)
+def test_cache_exact_matches_a_brute_force_check_of_the_matrix(name):
+    assert parse_mask(name).cache_exact is cache_exact_by_brute_force(name)
+
+
+def test_cache_exact_for_all_but_none():
+    assert {name: parse_mask(name).cache_exact for name in EVERY_MASK} == {
+        "causal": True,
+        "none": False,
+        "anticausal": True,  # the newest query sees only itself
+        "window:1": True,
+        "window:2": True,
+        "window:3": True,
+        "window:10": True,
+    }

@@ -45,17 +45,31 @@ def register(groups) -> None:
         "write new text with a trained GPT, streamed as it is generated",
         "  kqv gpt sample runs/gpt --prompt 'ROMEO:' --tokens 500 --temperature 0.8 --top-k 200 --seed 1\n"
         "  kqv gpt sample runs/gpt --temperature 0      # greedy\n"
+        "  kqv gpt sample runs/gpt --tokens 2000 --window hop   # past the context, faster, coarser\n"
         "  kqv gpt sample --from-hf ~/gpt2 --prompt 'Hello, I am' --tokens 40   # a Hugging Face GPT-2 folder\n",
         run_sample,
     )
     add_model_source(sample)
     sample.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     sample.add_argument("--tokens", type=positive_int, default=500, help="how many new tokens (default 500)")
-    sample.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    sample.add_argument("--top-k", type=positive_int, help="keep only the k most likely tokens")
-    sample.add_argument("--top-p", type=float, help="keep the most likely tokens up to probability p")
-    sample.add_argument("--seed", type=int, default=1)
-    sample.add_argument("--no-cache", action="store_true", help="recompute every position each step (slow)")
+    # checked in run_sample (kqv.generate.sampling.check_sampling_values), so a bad value is one `kqv: error:` line
+    sample.add_argument(
+        "--temperature", type=float, default=0.8,
+        help="a finite number ≥ 0; 0 = greedy, and below 1e-4 counts as 0: greedy (default 0.8)",
+    )  # fmt: skip
+    sample.add_argument("--top-k", type=int, help="keep only the k most likely tokens (k ≥ 1)")
+    sample.add_argument("--top-p", type=float, help="keep the most likely tokens up to probability p (0 ≤ p ≤ 1)")
+    sample.add_argument("--seed", type=int, default=1, help="a whole number 0 … 2^64 − 1 (default 1)")
+    sample.add_argument(
+        "--window", choices=["slide", "hop"], default="slide",
+        help="past the context (block_size tokens): slide = read exactly the last block_size tokens (default; "
+        "a full pass per token once the text overflows); hop = drop the oldest half window at a time "
+        "(faster, but just after a hop the model reads only half a window)",
+    )  # fmt: skip
+    sample.add_argument(
+        "--no-cache", action="store_true",
+        help="recompute every position each step (slow; a mask=none model always does, as a cache is not exact)",
+    )  # fmt: skip
     sample.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
     add_json_flag(sample)
 
@@ -153,13 +167,13 @@ def run_train(args) -> None:
 def run_sample(args) -> None:
     import time
 
-    from kqv.generate.sampling import generate
+    from kqv.generate.sampling import check_sampling_values, decodes_with_cache, generate
     from kqv.train.run_dir import pick_device
 
-    if args.temperature < 0:
-        raise UserError(f"--temperature must be ≥ 0, got {args.temperature}")
-    if args.top_p is not None and not 0 <= args.top_p <= 1:
-        raise UserError(f"--top-p must be in [0, 1], got {args.top_p}")
+    try:
+        check_sampling_values(args.temperature, args.top_k, args.top_p, args.seed)
+    except ValueError as exc:  # "top_p must be …" -> "--top-p must be …"
+        raise UserError("--" + str(exc).replace("_", "-", 1)) from None
     run = load_model_source(args, pick_device(args.device))
     prompt = run.tokenizer.encode(args.prompt)
     if not prompt:
@@ -171,8 +185,9 @@ def run_sample(args) -> None:
     new_ids: list[int] = []
     shown = ""
     started = time.perf_counter()
-    for token in generate(run.model, prompt, args.tokens, args.temperature, args.top_k, args.top_p, args.seed,
-                          use_cache=not args.no_cache):  # fmt: skip
+    tokens = generate(run.model, prompt, args.tokens, args.temperature, args.top_k, args.top_p, args.seed,
+                      use_cache=not args.no_cache, window=args.window)  # fmt: skip
+    for token in tokens:
         new_ids.append(token)
         if stream:  # decode the whole tail so multi-byte BPE pieces print once complete
             text = run.tokenizer.decode(new_ids)
@@ -194,6 +209,8 @@ def run_sample(args) -> None:
                 "text": text,
                 "tokens": len(new_ids),
                 "tokens_per_second": len(new_ids) / seconds,
+                "window": args.window,
+                "cache": decodes_with_cache(run.model, not args.no_cache),  # False for mask=none: recomputed
             }
         )
 

@@ -24,6 +24,7 @@ from kqv.config import GPTConfig
 from kqv.nn.block import Block
 from kqv.nn.hooks import HookPoint
 from kqv.nn.kv_cache import KVCache
+from kqv.nn.masks import parse_mask
 from kqv.nn.positional import make_positional
 
 
@@ -41,6 +42,7 @@ class GPT(nn.Module):
         c = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.n_embd)
         self.positional = make_positional(c.pos_encoding, c.n_embd, c.n_head, c.block_size)
+        self.cache_exact = parse_mask(c.mask).cache_exact  # may a KV cache stand in for recomputation
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
@@ -85,8 +87,17 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
         need_patterns: bool = False,
     ) -> GPTOutput:
-        """idx: (B, T) token ids; with a cache they continue the cached positions."""
+        """idx: (B, T) token ids; with a cache they continue the cached positions.
+
+        A cache is refused (ValueError) for a mask under which it would not be exact (mask "none",
+        see kqv.nn.masks): there the text must be fed whole each step.
+        """
         B, T = idx.shape
+        if cache is not None and not self.cache_exact:
+            raise ValueError(
+                f"a KV cache is not exact for mask {self.config.mask!r} (earlier keys change as the text grows); "
+                "feed the whole window without a cache"
+            )
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(

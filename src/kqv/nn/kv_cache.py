@@ -1,8 +1,10 @@
 """The key/value cache for autoregressive decoding, as an explicit object.
 
 Generating token t+1 needs the keys and values of tokens 0…t in every layer;
-they do not change once computed (causal attention), so they are kept instead of
-recomputed. Buffers, per layer:
+under a causal mask they do not change once computed, so they are kept instead of
+recomputed. Whether that holds is a property of the mask (`MaskSpec.cache_exact`
+in kqv.nn.masks: yes for causal, window:N and anticausal, no for none), and a GPT
+refuses a cache where it does not. Buffers, per layer:
 
     k, v: (B, nh, max_len, hs)   filled up to `length` positions
 

@@ -6,11 +6,19 @@ the softmax which correspond to illegal connections"). It is computed from absol
 integer positions, so the same code serves a full sequence (q_pos = k_pos = 0..T-1)
 and a KV cache (q_pos = the last few positions of a longer k_pos).
 
-    name          query at position p sees keys at positions k with     sees the future
-    "causal"      k ≤ p          (upper-right triangle masked)            no
-    "none"        every k        (nothing masked: `allowed` is None)       yes
-    "anticausal"  k ≥ p          (lower-left triangle masked)             yes
-    "window:N"    p − N < k ≤ p  (the last N positions, itself included)  no
+    name          query at position p sees keys at positions k with     sees the future  KV cache exact
+    "causal"      k ≤ p          (upper-right triangle masked)            no               yes
+    "none"        every k        (nothing masked: `allowed` is None)       yes              no
+    "anticausal"  k ≥ p          (lower-left triangle masked)             yes              yes
+    "window:N"    p − N < k ≤ p  (the last N positions, itself included)  no               yes
+
+KV cache exact. A cache (kqv.nn.kv_cache) keeps each position's keys and values from the
+step it was the newest. That is exact when no new query ever reads a key that later tokens
+would have changed: under "causal" and "window:N" no position sees a later one, so its keys
+never change; under "anticausal" the newest query sees only itself, so it reads no cached
+key at all. Under "none" the newest query reads every earlier key, and from the second layer
+on those depend on the tokens after them, which did not exist when they were cached: a cache
+would give different logits, so decoding recomputes instead (`MaskSpec.cache_exact`).
 
 Worked example, "window:2" at T = 4 (rows are queries, columns keys):
 
@@ -43,6 +51,11 @@ class MaskSpec:
     @property
     def name(self) -> str:
         return f"window:{self.window}" if self.kind == "window" else self.kind
+
+    @property
+    def cache_exact(self) -> bool:
+        """Whether decoding with a KV cache gives the logits of a full recomputation (the table above)."""
+        return self.kind != "none"
 
 
 def _invalid(name: object) -> ValueError:
