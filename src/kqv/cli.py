@@ -6,10 +6,12 @@ turns a `UserError` into one line on stderr with exit code 2.
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from kqv import __version__
-from kqv.errors import UserError
+from kqv.errors import Terminated, UserError
 
 # name -> module in kqv.commands; each module has register(subparsers)
 COMMAND_GROUPS = {
@@ -59,10 +61,17 @@ def build_parser() -> Parser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from kqv.commands.translate import shorthand
+def _terminate(signum, frame) -> None:
+    raise Terminated
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command -> its exit code: 0, 2 for a user error (one line on stderr), 130 after Ctrl-C,
+    143 after SIGTERM. An interrupted training leaves a state it can resume from (kqv.train.run_dir)."""
+    previous = _install(signal.SIGTERM, _terminate)
     try:
+        from kqv.commands.translate import shorthand
+
         args = build_parser().parse_args(shorthand(list(sys.argv[1:] if argv is None else argv)))
         args.handler(args)
     except UserError as exc:
@@ -71,9 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kqv: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("kqv: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # `kqv … | head -1`: the reader has gone; stop quietly, as `cat` would
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 141
+    finally:
+        _install(signal.SIGTERM, previous)
     return 0
+
+
+def _install(signum, handler):
+    """signal.signal where it can be set (the main thread); -> the handler it replaced (or None)."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signum, handler)

@@ -20,6 +20,13 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 C = TypeVar("C")
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2^64 − 1; the evaluation batches use seed + 1 and seed + 2
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """repr(value), cut to `limit` characters: a message names a bad value without echoing a whole file."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ConfigError(ValueError):
@@ -30,7 +37,7 @@ def _check_positive(obj, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
+            raise ConfigError(f"{name} must be a whole number ≥ 1, got {_short(value)}")
 
 
 @dataclass(frozen=True)
@@ -62,14 +69,16 @@ class GPTConfig:
                 "each head gets n_embd / n_head dimensions, so pick values that divide"
             )
         if not 0.0 <= float(self.dropout) < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+            raise ConfigError(f"dropout must be in [0, 1), got {_short(self.dropout)}")
         if self.score not in SCORES:
-            raise ConfigError(f"unknown score {self.score!r}; choose one of {', '.join(SCORES)}")
+            raise ConfigError(f"unknown score {_short(self.score)}; choose one of {', '.join(SCORES)}")
         if self.pos_encoding not in POSITIONAL:
-            raise ConfigError(f"unknown pos_encoding {self.pos_encoding!r}; choose one of {', '.join(POSITIONAL)}")
+            raise ConfigError(
+                f"unknown pos_encoding {_short(self.pos_encoding)}; choose one of {', '.join(POSITIONAL)}"
+            )
         if self.activation not in FeedForward.ACTIVATIONS:
             raise ConfigError(
-                f"unknown activation {self.activation!r}; choose one of {', '.join(FeedForward.ACTIVATIONS)}"
+                f"unknown activation {_short(self.activation)}; choose one of {', '.join(FeedForward.ACTIVATIONS)}"
             )
         if self.pos_encoding == "sinusoidal" and self.n_embd % 2:
             raise ConfigError(f"sinusoidal positions need an even n_embd (sin and cos pairs), got {self.n_embd}")
@@ -120,17 +129,17 @@ class TransformerConfig:
                 "each head gets d_model / n_head dimensions, so pick values that divide"
             )
         if not 0.0 <= float(self.dropout) < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+            raise ConfigError(f"dropout must be in [0, 1), got {_short(self.dropout)}")
         if not 0.0 <= float(self.attn_dropout) < 1.0:
-            raise ConfigError(f"attn_dropout must be in [0, 1), got {self.attn_dropout!r}")
+            raise ConfigError(f"attn_dropout must be in [0, 1), got {_short(self.attn_dropout)}")
         if not 0.0 <= float(self.label_smoothing) < 1.0:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {_short(self.label_smoothing)}")
         if self.activation not in ("relu", "gelu", "gelu_tanh"):
-            raise ConfigError(f"activation must be relu, gelu or gelu_tanh, got {self.activation!r}")
+            raise ConfigError(f"activation must be relu, gelu or gelu_tanh, got {_short(self.activation)}")
         if self.pos_encoding not in POSITIONAL or POSITIONAL[self.pos_encoding].kind not in ("additive", "none"):
             raise ConfigError(
-                f"pos_encoding {self.pos_encoding!r} is not available here; the encoder–decoder adds positions to "
-                "its embeddings: choose sinusoidal, learned or none"
+                f"pos_encoding {_short(self.pos_encoding)} is not available here; the encoder–decoder adds "
+                "positions to its embeddings: choose sinusoidal, learned or none"
             )
         if self.pos_encoding == "sinusoidal" and self.d_model % 2:
             raise ConfigError(f"sinusoidal positions need an even d_model (sin and cos pairs), got {self.d_model}")
@@ -172,22 +181,24 @@ class TrainConfig:
         _check_positive(self, "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters")
         for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
             if not math.isfinite(float(getattr(self, name))):
-                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be a finite number, got {_short(getattr(self, name))}")
             if float(getattr(self, name)) < 0:
-                raise ConfigError(f"{name} must be ≥ 0, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be ≥ 0, got {_short(getattr(self, name))}")
         if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+            raise ConfigError(f"lr must be > 0, got {_short(self.lr)}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ConfigError(f"beta1 and beta2 must be in [0, 1), got {self.beta1!r}, {self.beta2!r}")
+            raise ConfigError(f"beta1 and beta2 must be in [0, 1), got {_short(self.beta1)}, {_short(self.beta2)}")
         if self.warmup_iters < 0 or self.lr_decay_iters < 0:
             raise ConfigError("warmup_iters and lr_decay_iters must be ≥ 0")
         if self.schedule not in ("cosine", "inverse_sqrt"):
-            raise ConfigError(f"schedule must be 'cosine' or 'inverse_sqrt', got {self.schedule!r}")
-        if not self.eps > 0:
-            raise ConfigError(f"eps must be > 0, got {self.eps!r}")
+            raise ConfigError(f"schedule must be 'cosine' or 'inverse_sqrt', got {_short(self.schedule)}")
+        if not (math.isfinite(float(self.eps)) and self.eps > 0):
+            raise ConfigError(f"eps must be a finite number > 0, got {_short(self.eps)}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be a whole number 0 … 2^63 − 1, got {_short(self.seed)}")
         _check_positive(self, "batch_tokens")
         if self.tokenizer not in ("char", "bpe"):
-            raise ConfigError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
+            raise ConfigError(f"tokenizer must be 'char' or 'bpe', got {_short(self.tokenizer)}")
         if self.tokenizer == "bpe" and self.bpe_vocab_size < 257:
             raise ConfigError(f"bpe_vocab_size must be ≥ 257 (256 bytes + merges), got {self.bpe_vocab_size}")
 
@@ -221,10 +232,13 @@ def _coerce(value: Any, kind: type, where: str) -> Any:
                 raise ValueError
             return kind(value)
         except ValueError:
-            raise ConfigError(f"{where} expects {kind.__name__}, got {value!r}") from None
+            raise ConfigError(f"{where} expects {kind.__name__}, got {_short(value)}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    raise ConfigError(f"{where} expects {kind.__name__}, got {value!r}")
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where} expects a float, got an integer too large for one") from None
+    raise ConfigError(f"{where} expects {kind.__name__}, got {_short(value)}")
 
 
 def _preset_folder(family: str):

@@ -10,3 +10,7 @@ class UserError(Exception):
 
     The message names the problem and, where it helps, what to do about it.
     """
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (kqv.cli turns the signal into this): like KeyboardInterrupt, not an error of the user's."""

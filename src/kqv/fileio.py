@@ -1,33 +1,77 @@
-"""Files written so that a crash never leaves a half-written one behind."""
+"""Files written so that a crash never leaves a half-written one behind, and why a write failed, in one line."""
 
+import errno
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 from kqv.errors import UserError
 
+_ADVICE = {
+    errno.ENOSPC: "the disk is full; free some space and try again",
+    errno.EDQUOT: "the disk quota is used up; free some space and try again",
+    errno.EROFS: "the file system is read-only; choose a folder you can write to",
+    errno.EACCES: "permission denied; choose a folder you can write to",
+    errno.EPERM: "permission denied; choose a folder you can write to",
+    errno.EISDIR: "a folder is in the way where the file belongs; move it aside",
+    errno.ENOTDIR: "a file is in the way where a folder belongs; move it aside",
+}
+
+
+def write_error(path: str | Path, exc: OSError) -> UserError:
+    """A UserError naming `path` and what to do about `exc` (a full disk, a read-only folder, …)."""
+    why = _ADVICE.get(exc.errno, exc.strerror or str(exc))
+    return UserError(f"{path}: cannot write there ({why})")
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to a temporary file beside `path`, flush it to disk, then rename.
 
-    A reader sees the old file or the new one, never a partial one.
+    A reader sees the old file or the new one, never a partial one. Any OS error (a full
+    disk, a read-only folder, a folder where the file belongs) is a UserError naming the
+    file, and the temporary file is removed.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise UserError(f"{path}: cannot write there ({exc.strerror})") from None
+        raise write_error(path, exc) from None
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(f.fileno(), 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def remove_temporaries(*folders: Path) -> int:
+    """Delete the `.NAME.*.tmp` files a killed atomic write leaves in these folders; -> how many."""
+    removed = 0
+    for folder in folders:
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                if tmp.is_file():
+                    tmp.unlink(missing_ok=True)
+                    removed += 1
+    return removed

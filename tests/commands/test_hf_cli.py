@@ -6,6 +6,7 @@ Everything runs in-process through `kqv.cli.main`; two bad inputs run again as r
 to check the exit code and the absence of a traceback end to end.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from kqv.cli import main
 from kqv.tokenizer import CharTokenizer, save_tokenizer
+from kqv.train.checkpoint import read_safetensors, write_safetensors
 from tests.commands.running import cli, last_json
 from tests.models.test_hf import UNICODE_HEAVY, V, hf_logits, make_hf_gpt2
 
@@ -133,13 +135,13 @@ def bad_folders(tmp: Path, hf_dir: Path, run_dir: Path) -> dict[str, Path]:
     gelu_run = Path(shutil.copytree(run_dir, tmp / "gelu-run"))
     config = json.loads((gelu_run / "config.json").read_text())
     config["model"]["activation"] = "gelu"
-    (gelu_run / "config.json").write_text(json.dumps(config))
+    rewrite_config(gelu_run, config)
     char_run = Path(shutil.copytree(run_dir, tmp / "char-run"))
     chars = CharTokenizer([chr(0x100 + i) for i in range(V)])
     save_tokenizer(chars, char_run / "tokenizer.json")
     config = json.loads((char_run / "config.json").read_text())
     config["tokenizer"] = {"kind": "char", "fingerprint": chars.fingerprint()}
-    (char_run / "config.json").write_text(json.dumps(config))
+    rewrite_config(char_run, config)
     return {
         "{tmp}": tmp,
         "{hf}": hf_dir,
@@ -153,6 +155,15 @@ def bad_folders(tmp: Path, hf_dir: Path, run_dir: Path) -> dict[str, Path]:
         "{gelu-run}": gelu_run,
         "{char-run}": char_run,
     }
+
+
+def rewrite_config(run_dir: Path, config: dict) -> None:
+    """A run as if trained with these settings: config.json rewritten and the weights' record of its sha256 too
+    (an edited config.json alone is refused as damaged)."""
+    (run_dir / "config.json").write_text(json.dumps(config))
+    tensors, meta = read_safetensors(run_dir / "model.safetensors")
+    meta["config_sha256"] = hashlib.sha256((run_dir / "config.json").read_bytes()).hexdigest()
+    write_safetensors(run_dir / "model.safetensors", tensors, meta)
 
 
 IMPORT = ("gpt", "import-hf")

@@ -115,14 +115,15 @@ def test_a_cached_run_leaves_the_output_unchanged():
     with torch.no_grad():
         plain = model(idx).logits
     out, cache = run_with_cache(model, idx)  # every hook point: the written-out attention path
-    torch.testing.assert_close(out.logits, plain, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.logits, plain, atol=1e-5, rtol=1e-5)
     assert torch.equal(cache["logits"], out.logits)
     translation = tiny_transformer()
     src, tgt_in = translation_input()
     with torch.no_grad():
         plain = translation(src, tgt_in).logits
     out, cache = run_with_cache(translation, src, tgt_in)
-    torch.testing.assert_close(out.logits, plain, atol=1e-6, rtol=0)
+    # the written-out path adds in another order than the fused kernel: float32 rounding, machine-dependent
+    torch.testing.assert_close(out.logits, plain, atol=1e-5, rtol=1e-5)
     assert torch.equal(cache["logits"], out.logits)
 
 

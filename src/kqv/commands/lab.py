@@ -5,7 +5,7 @@ from kqv.errors import UserError
 
 
 def register(groups) -> None:
-    from kqv.lab.variants import GRIDS
+    from kqv.lab.variants import GRID_SPECS
 
     sub = add_group(
         groups,
@@ -23,7 +23,7 @@ def register(groups) -> None:
         run_lab_command,
     )
     which = run.add_mutually_exclusive_group()
-    which.add_argument("--grid", choices=list(GRIDS), help="a built-in grid (default: seed-questions)")
+    which.add_argument("--grid", choices=list(GRID_SPECS), help="a built-in grid (default: seed-questions)")
     which.add_argument(
         "--variants", action="append", metavar="'score=…;mask=…;pos=…'",
         help="one variant; keys left out keep the baseline (scaled_dot, causal, learned); repeatable",

@@ -163,6 +163,12 @@ class TokenBudgetBatcher:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        for key in ("seed", "epoch", "position", "n_examples", "max_tokens"):
+            value = state[key]
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+                raise ValueError(f"its {key} is not a whole number ≥ 0")
+        if not isinstance(state["examples_sha256"], str):
+            raise ValueError("its examples_sha256 is not a string")
         saved = (state["n_examples"], state["max_tokens"])
         if saved != (len(self.data), self.max_tokens):
             raise UserError(

@@ -11,6 +11,7 @@ The baseline is GPT-2's: scaled_dot, causal, learned positions.
 """
 
 from dataclasses import dataclass
+from functools import cache
 
 from kqv.errors import UserError
 
@@ -77,12 +78,9 @@ def parse_variant(text: str, question: str = "") -> Variant:
     return Variant(values["score"], values["mask"], values["pos"], question)
 
 
-def _grid(*entries: tuple[str, str]) -> tuple[Variant, ...]:
-    return tuple(parse_variant(spec, question) for spec, question in entries)
-
-
-GRIDS: dict[str, tuple[Variant, ...]] = {
-    "scores": _grid(
+# the built-in grids as plain text, so that building the CLI parser imports no torch; `grid_variants` parses them
+GRID_SPECS: dict[str, tuple[tuple[str, str], ...]] = {
+    "scores": (
         ("score=scaled_dot", "baseline: q·kᵀ/√hs"),
         ("score=dot", "no 1/√hs scale"),
         ("score=squared_dot", "square the numbers first"),
@@ -91,20 +89,20 @@ GRIDS: dict[str, tuple[Variant, ...]] = {
         ("score=cosine", "cosine similarity with a learned temperature"),
         ("score=additive", "Bahdanau's small network"),
     ),
-    "masks": _grid(
+    "masks": (
         ("mask=causal", "baseline: hide the upper-right triangle (the future)"),
         ("mask=anticausal", "hide the lower-left triangle (the past) instead"),
         ("mask=none", "hide nothing"),
         ("mask=window:8", "see only the last 8 tokens"),
     ),
-    "positions": _grid(
+    "positions": (
         ("pos=sinusoidal", "sin and cos of the position (Vaswani et al.)"),
         ("pos=learned", "baseline: a learned vector per position (GPT-2)"),
         ("pos=rope", "rotate q and k by the position"),
         ("pos=alibi", "a distance penalty added to the scores"),
         ("pos=none", "no position information at all"),
     ),
-    "seed-questions": _grid(
+    "seed-questions": (
         ("score=scaled_dot", "baseline: why the dot product? (compare with the rest)"),
         ("score=squared_dot", "what if we square the numbers first?"),
         ("score=negated_dot", "what if we use the inverse of it?"),
@@ -116,7 +114,14 @@ GRIDS: dict[str, tuple[Variant, ...]] = {
 }
 
 
+@cache
 def grid_variants(name: str) -> tuple[Variant, ...]:
-    if name not in GRIDS:
-        raise UserError(f"unknown grid {name!r}; choose one of {', '.join(GRIDS)}")
-    return GRIDS[name]
+    if name not in GRID_SPECS:
+        raise UserError(f"unknown grid {name!r}; choose one of {', '.join(GRID_SPECS)}")
+    return tuple(parse_variant(spec, question) for spec, question in GRID_SPECS[name])
+
+
+def __getattr__(name: str):
+    if name == "GRIDS":  # every grid, parsed: {name: (Variant, …)}
+        return {grid: grid_variants(grid) for grid in GRID_SPECS}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

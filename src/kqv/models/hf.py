@@ -35,6 +35,7 @@ skipped; an `lm_head.weight` must equal `wte.weight`. Every other name must be u
 a missing name, a leftover or a wrong shape is an error that lists them.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -505,7 +506,7 @@ def import_hf_run(hf_dir: str | Path, run_dir: str | Path) -> Path:
     from kqv import __version__
     from kqv.config import TrainConfig, to_dict
     from kqv.tokenizer import save_tokenizer
-    from kqv.train.checkpoint import model_tensors
+    from kqv.train.checkpoint import CHECKSUM_KEY, model_tensors, tensors_digest
 
     run_dir = Path(run_dir)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
@@ -527,8 +528,12 @@ def import_hf_run(hf_dir: str | Path, run_dir: str | Path) -> Path:
             "skipped": info.skipped,
         },
     }
-    weights = save_tensors(model_tensors(model), metadata={"kqv": json.dumps({"imported_from": info.hf_dir})})
-    files = {"config.json": (json.dumps(config, indent=2) + "\n").encode(), "model.safetensors": weights}
+    config["checksums"] = "sha256"  # model.safetensors carries its own sha256 and config.json's
+    config_bytes = (json.dumps(config, indent=2) + "\n").encode()
+    tensors = model_tensors(model)
+    meta = json.dumps({"imported_from": info.hf_dir, "config_sha256": hashlib.sha256(config_bytes).hexdigest()})
+    weights = save_tensors(tensors, metadata={"kqv": meta, CHECKSUM_KEY: tensors_digest(tensors, meta)})
+    files = {"config.json": config_bytes, "model.safetensors": weights}
     return _write_folder(run_dir, files, lambda d: save_tokenizer(tokenizer, d / "tokenizer.json"))
 
 

@@ -10,11 +10,17 @@
       log.csv              step, train_loss, val_loss, lr, tokens_per_s, elapsed_s
 
 Each file is written to a temporary name and renamed, so a run killed at any moment
-leaves every file whole: the old version or the new one. Weight names are the
+leaves every file whole: the old version or the new one.
+
+Damage is detected, not loaded. safetensors checks a file's layout but not its bytes: a
+flipped bit in a weight loads silently. So each tensor file carries, in its metadata, the
+sha256 of its tensors (names, dtypes, shapes, bytes) and of its kqv metadata, and reading
+it checks that digest; weights that hold NaN or ±inf are refused as well. Weight names are the
 module's own (`blocks.0.attn.in_proj.weight`), without `_orig_mod.` (torch.compile) or
 `module.` (DDP) prefixes; the tied LM head is stored once, as the embedding.
 """
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -28,6 +34,7 @@ from kqv.errors import UserError
 from kqv.fileio import atomic_write_bytes
 
 PREFIXES = ("_orig_mod.", "module.")
+CHECKSUM_KEY = "kqv_sha256"  # in the safetensors metadata, beside "kqv" (the JSON metadata)
 
 
 def clean_name(name: str) -> str:
@@ -63,26 +70,69 @@ def load_model_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], where
     for name, t in tensors.items():
         if own[name].shape != t.shape:
             raise UserError(f"{where}: {name} has shape {tuple(t.shape)}, the model expects {tuple(own[name].shape)}")
+    check_finite(tensors, where)
     model.load_state_dict(tensors, strict=False)
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """-> (tensors, JSON metadata under key 'kqv'). Damage is a UserError naming the file."""
+def tensors_digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes (in name order), then the JSON metadata."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    h.update(meta_json.encode())
+    return h.hexdigest()
+
+
+def read_safetensors(path: Path, require_checksum: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+    """-> (tensors, JSON metadata under key 'kqv'). Damage is a UserError naming the file.
+
+    A file written by kqv carries the sha256 of its contents (`tensors_digest`), and it must
+    match. `require_checksum`: a file without one is refused too (a run that kqv wrote with
+    checksums lost it, so the file was changed).
+    """
+    if path.is_dir():
+        raise UserError(f"{path}: a folder is where this file belongs; move it aside")
     if not path.is_file():
         raise UserError(f"{path}: missing; is {path.parent} a kqv run directory?")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
     try:
         tensors = load_tensors(raw)
         header_len = int.from_bytes(raw[:8], "little")
         metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
-        meta = json.loads(metadata.get("kqv", "{}"))
-    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        meta_json = metadata.get("kqv", "{}")
+        meta = json.loads(meta_json)
+        if not isinstance(meta, dict):
+            raise ValueError("its kqv metadata is not a JSON object")
+    except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError) as exc:
         raise UserError(f"{path}: truncated or not a safetensors file ({exc}); it cannot be loaded") from None
+    expected = metadata.get(CHECKSUM_KEY)
+    if expected is None and require_checksum:
+        raise UserError(f"{path}: damaged: its checksum is missing, so its contents cannot be trusted")
+    if expected is not None and tensors_digest(tensors, meta_json) != expected:
+        raise UserError(
+            f"{path}: damaged: its bytes do not match the sha256 written with it; "
+            "it cannot be used (restore the file from a copy, or train again)"
+        )
     return tensors, meta
 
 
+def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse NaN and ±inf in any floating-point tensor: such weights give NaN losses and broken samples."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise UserError(f"{where}: {name} holds NaN or infinite values; these weights are unusable")
+
+
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    return atomic_write_bytes(path, save_tensors(tensors, metadata={"kqv": json.dumps(meta)}))
+    """Write tensors and JSON metadata, with the sha256 that `read_safetensors` checks."""
+    meta_json = json.dumps(meta)
+    metadata = {"kqv": meta_json, CHECKSUM_KEY: tensors_digest(tensors, meta_json)}
+    return atomic_write_bytes(path, save_tensors(tensors, metadata=metadata))
 
 
 def save_weights(path: Path, model: nn.Module, meta: dict | None = None) -> Path:
@@ -105,23 +155,43 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict, where: str) -> None:
-    """Restore AdamW exactly; any missing piece of its state is a loud error, never a silent reset."""
+    """Restore AdamW exactly; any missing or malformed piece of its state is a loud error, never a silent reset."""
     info = meta.get("optimizer")
-    if not info or "n_states" not in info:
+    if not isinstance(info, dict) or "n_states" not in info:
         raise UserError(f"{where}: no optimizer state in the checkpoint; it cannot resume exactly")
-    indices = [i for group in info["param_groups"] for i in group["params"]]
+    own = optimizer.state_dict()["param_groups"]
+    groups = info.get("param_groups")
+    try:
+        saved_params = [list(group["params"]) for group in groups]
+        keys = [str(k) for k in info["keys"]]
+    except (KeyError, TypeError):
+        raise UserError(f"{where}: damaged: the optimizer's parameter groups are malformed") from None
+    if saved_params != [group["params"] for group in own]:
+        raise UserError(f"{where}: the optimizer state was saved for other parameters; it does not fit this model")
+    if any(set(g) != set(o) for g, o in zip(groups, own, strict=True)):
+        raise UserError(f"{where}: damaged: the optimizer's settings per parameter group are incomplete")
+    indices = [i for params in saved_params for i in params]
     expected_states = len(indices) if info["n_states"] else 0
     if expected_states and not any(k.startswith("optim.") for k in tensors):
         raise UserError(f"{where}: no optimizer state in the checkpoint; it cannot resume exactly")
     if info["n_states"] != expected_states:
         raise UserError(f"{where}: optimizer state covers {info['n_states']} of {len(indices)} parameters")
+    shapes = dict(zip(indices, (p.shape for group in optimizer.param_groups for p in group["params"]), strict=True))
     state: dict[int, dict] = {}
     for index in indices[:expected_states]:
         entry = {}
-        for key in info["keys"]:
+        for key in keys:
             name = f"optim.{index}.{key}"
             if name not in tensors:
                 raise UserError(f"{where}: optimizer state {name} is missing; it cannot resume exactly")
-            entry[key] = tensors[name]
+            value = tensors[name]
+            if key in ("exp_avg", "exp_avg_sq") and value.shape != shapes[index]:
+                raise UserError(f"{where}: optimizer state {name} has shape {tuple(value.shape)}, not the parameter's")
+            if key == "step" and not (value.numel() == 1 and float(value) >= 0 and float(value).is_integer()):
+                raise UserError(f"{where}: optimizer state {name} is not a step count")
+            entry[key] = value
         state[index] = entry
-    optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{where}: the optimizer state does not fit this model ({exc})") from None

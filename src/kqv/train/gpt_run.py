@@ -8,7 +8,6 @@ model (best validation weights), its tokenizer and configs, checking that they f
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,21 +16,26 @@ import torch
 
 from kqv import __version__
 from kqv.config import ConfigError, GPTConfig, TrainConfig, apply_overrides, from_dict, load_preset, to_dict
-from kqv.errors import UserError
+from kqv.errors import Terminated, UserError
 from kqv.fileio import atomic_write_bytes
 from kqv.models.gpt import GPT
 from kqv.train import distributed
 from kqv.train.checkpoint import load_model_tensors, read_safetensors
 from kqv.train.loop import Trainer, TrainResult
+from kqv.train.memory import check_gpt_loading, check_gpt_training
 from kqv.train.run_dir import (
+    Claim,
+    claim_new,
+    claim_resume,
+    config_sha256,
     configure_device,
-    first_missing,
     gpt_amp,
-    new_run_dir,
-    open_for_resume,
+    out_of_memory,
     pick_device,
     read_config,
+    run_status,
     saved_configs,
+    verify_recorded,
 )
 
 DEFAULT_PRESET = "default"
@@ -49,10 +53,17 @@ class Run:
 
 def resolve_configs(preset: str, overrides: list[str], vocab_size: int | None = None) -> tuple[dict, TrainConfig]:
     """-> (model table as a dict, without vocab_size yet, TrainConfig). Errors are UserErrors."""
+    for item in overrides:
+        if item.partition("=")[0].strip() in ("vocab_size", "model.vocab_size"):
+            raise UserError(
+                "--set vocab_size: a GPT's vocabulary comes from its tokenizer (char: the corpus's characters; "
+                "bpe: --set bpe_vocab_size=N); drop --set vocab_size"
+            )
     try:
         tables = apply_overrides(load_preset(preset), overrides)
         train_cfg = from_dict(TrainConfig, tables["train"], "train config")
         model_table = dict(tables["model"])
+        model_table.pop("vocab_size", None)  # the tokenizer's size, known once it is trained
         # validate the model table now (vocab_size is known only after tokenising)
         from_dict(GPTConfig, {**model_table, "vocab_size": vocab_size or 1}, "model config")
     except ConfigError as exc:
@@ -76,33 +87,60 @@ def train_gpt(
 
     Launched by torchrun, each process runs this with the others (kqv.train.distributed):
     every rank returns the same result; only rank 0 writes and calls `say`.
+
+    The run directory is locked for the whole call (one writer at a time). A start that fails
+    before its first trainer state leaves no half-made run behind; one that is interrupted
+    (Ctrl-C, SIGTERM) once its config.json is written can be continued with `resume`.
     """
     started = time.perf_counter()
     with distributed.session(pick_device(device)) as device:
         if not distributed.is_main():
             say = _quiet
-        return _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_model, stop_at, say, started)
+        claims: list[Claim] = []  # rank 0's hold on the run directory, once it has one
+        try:
+            return _train_gpt(
+                preset, data, out, max_iters, overrides, resume, device, compile_model, stop_at, say, started, claims
+            )
+        except BaseException as exc:
+            for claim in claims:
+                claim.failed(interrupted=isinstance(exc, KeyboardInterrupt | Terminated))
+            if out_of_memory(exc):
+                raise UserError(
+                    f"out of memory: {str(exc).splitlines()[0][:200]}; choose a smaller model or batch"
+                ) from None
+            raise
+        finally:
+            for claim in claims:
+                claim.release()
 
 
 def _quiet(_: str) -> None:
     pass
 
 
-def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_model, stop_at, say, started):
+def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_model, stop_at, say, started, claims):
     from kqv.data.text import BatchSampler, cached_tokens, fixed_batches, prepare_tokens, read_corpus
     from kqv.tokenizer import load_tokenizer, save_tokenizer, tokenizer_from_dict, train_tokenizer
 
     main, shard = distributed.is_main(), (distributed.rank(), distributed.world_size())
-    if resume is not None:  # every rank reads the run's files; nothing is written until training
-        run_dir, info = open_for_resume(resume, "gpt", ())
+    has_state = False
+    if resume is not None:  # every rank reads the run's files; rank 0 holds the lock
         if overrides or data or max_iters:
             raise UserError("--resume continues a run with its own settings; drop --set/--data/--max-iters")
+        claim, info, has_state = claim_resume(resume, "gpt", (), lock=main)
+        claims.extend([claim] if claim else [])
+        run_dir = Path(resume)
         model_cfg, train_cfg = saved_configs(run_dir, info, GPTConfig)
+        check_gpt_training(model_cfg, train_cfg, device)
         corpus = read_corpus(info["data"]["path"])
         if corpus.sha256 != info["data"]["sha256"]:
             raise UserError(f"--resume {run_dir}: the corpus {corpus.source} has changed since the run started")
         tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+        if tokenizer.fingerprint() != info["tokenizer"]["fingerprint"]:
+            raise UserError(f"{run_dir}/tokenizer.json is not the tokenizer this run was started with")
         distributed.check_batch_size(train_cfg.batch_size)
+        if not has_state:
+            say(f"{run_dir}: its start was stopped before the first checkpoint; starting again from step 0")
     else:
         overrides = list(overrides or [])
         if max_iters is not None:
@@ -110,14 +148,19 @@ def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_
         model_table, train_cfg = resolve_configs(preset, overrides)
         distributed.check_batch_size(train_cfg.batch_size)
         corpus = read_corpus(data)
+        vocab_guess = train_cfg.bpe_vocab_size if train_cfg.tokenizer == "bpe" else len(set(corpus.text))
+        check_gpt_training(from_dict(GPTConfig, {**model_table, "vocab_size": vocab_guess}), train_cfg, device)
 
         trained = []
 
-        def start_run() -> dict:  # rank 0 alone picks the run directory and trains the tokenizer
-            run_dir = new_run_dir(out, "gpt")
+        def start_run() -> dict:  # rank 0 alone claims the run directory and trains the tokenizer
+            claim = claim_new(out, "gpt")
+            claims.append(claim)
+            if claim.took_over:
+                say(f"{claim.path}: an earlier start there stopped before its first checkpoint; starting afresh")
             say(f"corpus: {corpus.source} ({len(corpus.text):,} characters)")
             trained.append(train_tokenizer(train_cfg.tokenizer, corpus.text, train_cfg.bpe_vocab_size))
-            return {"run_dir": str(run_dir), "tokenizer": trained[0].to_dict()}
+            return {"run_dir": str(claim.path), "tokenizer": trained[0].to_dict()}
 
         started_run = distributed.broadcast_from_main(start_run)  # the other ranks get rank 0's choices
         run_dir = Path(started_run["run_dir"])
@@ -126,57 +169,56 @@ def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_
             model_cfg = from_dict(GPTConfig, {**model_table, "vocab_size": tokenizer.vocab_size}, "model config")
         except ConfigError as exc:
             raise UserError(str(exc)) from None
+        info = {
+            "kqv_version": __version__,
+            "kind": "gpt",
+            "preset": preset,
+            "model": to_dict(model_cfg),
+            "train": to_dict(train_cfg),
+            "data": {
+                "path": corpus.source if corpus.source.startswith("embedded:") else str(Path(data).resolve()),
+                "source": corpus.source,
+                "sha256": corpus.sha256,
+            },
+            "tokenizer": {"kind": train_cfg.tokenizer, "fingerprint": tokenizer.fingerprint()},
+            "checksums": "sha256",  # every tensor file carries its sha256 and config.json's
+        }
     T, B = model_cfg.block_size, train_cfg.batch_size
 
     def load_data():  # rank 0 first: it writes the token cache (and a new run's files); the others read
-        first_new = first_missing(run_dir / "data")  # the outermost folder this call creates (the run's or its cache)
-        try:
-            if main:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                tokens = prepare_tokens(corpus, tokenizer, run_dir / "data")
-            else:  # rank 0's cache, or (on a machine that cannot see it) the same ids encoded here
-                tokens = cached_tokens(corpus, tokenizer, run_dir / "data") or prepare_tokens(corpus, tokenizer, None)
-            sampler = BatchSampler(tokens.train, T, B, train_cfg.seed, name="training", shard=shard)
-            eval_sets = {
-                "train": fixed_batches(
-                    tokens.train, T, B, train_cfg.eval_iters, train_cfg.seed + 1, name="training", shard=shard
-                ),
-                "val": fixed_batches(
-                    tokens.val, T, B, train_cfg.eval_iters, train_cfg.seed + 2, name="validation", shard=shard
-                ),
-            }
-        except UserError:
-            if main and first_new is not None:  # unusable data: leave behind no folder that was not there before
-                shutil.rmtree(first_new, ignore_errors=True)
-            raise
-        if main and resume is None:  # only once the data is known to be usable: a failed start leaves no half-made run
-            info = {
-                "kqv_version": __version__,
-                "kind": "gpt",
-                "preset": preset,
-                "model": to_dict(model_cfg),
-                "train": to_dict(train_cfg),
-                "data": {
-                    "path": corpus.source if corpus.source.startswith("embedded:") else str(Path(data).resolve()),
-                    "source": corpus.source,
-                    "sha256": corpus.sha256,
-                },
-                "tokenizer": {"kind": train_cfg.tokenizer, "fingerprint": tokenizer.fingerprint()},
-            }
+        if main:
+            tokens = prepare_tokens(corpus, tokenizer, run_dir / "data")
+        else:  # rank 0's cache, or (on a machine that cannot see it) the same ids encoded here
+            tokens = cached_tokens(corpus, tokenizer, run_dir / "data") or prepare_tokens(corpus, tokenizer, None)
+        sampler = BatchSampler(tokens.train, T, B, train_cfg.seed, name="training", shard=shard)
+        eval_sets = {
+            "train": fixed_batches(
+                tokens.train, T, B, train_cfg.eval_iters, train_cfg.seed + 1, name="training", shard=shard
+            ),
+            "val": fixed_batches(
+                tokens.val, T, B, train_cfg.eval_iters, train_cfg.seed + 2, name="validation", shard=shard
+            ),
+        }
+        if main and resume is None:  # only once the data is known to be usable
             save_tokenizer(tokenizer, run_dir / "tokenizer.json")
             atomic_write_bytes(run_dir / "config.json", (json.dumps(info, indent=2) + "\n").encode())
         return sampler, eval_sets
 
     sampler, eval_sets = distributed.main_first(load_data)
+    # what every checkpoint records and a resume checks (rank 0 writes; under torchrun every rank resumes)
+    stamp = {"config_sha256": config_sha256(run_dir)} if main or resume is not None else {}
 
     torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank
     model = GPT(model_cfg).to(device)
     compiled = torch.compile(model) if compile_model else None
     configure_device(device)
-    trainer = Trainer(model, train_cfg, sampler, eval_sets, run_dir, device, gpt_amp(device), compiled, say)
+    require = info.get("checksums") == "sha256"
+    trainer = Trainer(
+        model, train_cfg, sampler, eval_sets, run_dir, device, gpt_amp(device), compiled, say, stamp, require
+    )
     n = distributed.world_size()
     where = f"{n} processes ({device.split(':')[0]})" if n > 1 else device
-    if resume is not None:
+    if has_state:
         trainer.restore()
         say(f"resuming {run_dir} at step {trainer.step} of {train_cfg.max_iters} on {where}")
     else:
@@ -212,23 +254,28 @@ def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", weights: str = "model.safetensors") -> Run:
-    """A finished (or running) run's model with its best weights, and its tokenizer."""
+    """A finished (or running) run's model with its best weights, and its tokenizer; every file is checked."""
     from kqv.tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory; train one with `kqv gpt train --out {run_dir}`")
-    info = read_config(run_dir)
+    info = read_config(run_dir, "gpt")
     model_cfg, train_cfg = saved_configs(run_dir, info, GPTConfig)
+    check_gpt_loading(model_cfg, str(run_dir), device)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    expected = info.get("tokenizer", {}).get("fingerprint")
-    if expected and tokenizer.fingerprint() != expected:
+    if tokenizer.fingerprint() != info["tokenizer"]["fingerprint"]:
         raise UserError(f"{run_dir}/tokenizer.json is not the tokenizer this model was trained with")
     if tokenizer.vocab_size != model_cfg.vocab_size:
         raise UserError(
             f"{run_dir}: tokenizer has {tokenizer.vocab_size} tokens but the model expects {model_cfg.vocab_size}"
         )
-    tensors, _ = read_safetensors(run_dir / weights)
+    if not (run_dir / weights).exists() and run_status(run_dir) == "started":
+        raise UserError(
+            f"{run_dir}: no weights yet (its start was stopped); train it: kqv gpt train --resume {run_dir}"
+        )
+    tensors, meta = read_safetensors(run_dir / weights, require_checksum=info.get("checksums") == "sha256")
+    verify_recorded(run_dir, info, meta, weights)
     model = GPT(model_cfg)
     load_model_tensors(model, tensors, str(run_dir / weights))
     return Run(model.to(device).eval(), tokenizer, model_cfg, train_cfg, info, run_dir)

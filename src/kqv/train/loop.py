@@ -1,18 +1,25 @@
 """One training loop for every kqv model: `model(*batch).loss` is all it needs.
 
 A batch is a tuple of tensors — (x, y) for the GPT, (src, tgt_in, tgt_out) for the
-translation Transformer. A model output with `n_tokens` counts those tokens (and
-weights evaluations by them); otherwise every element of the first tensor counts.
-An output with `nll` is evaluated on it (plain NLL, not the label-smoothed loss).
+translation Transformer. A batch with `n_tokens` says how many targets its loss is a
+mean over (the translation batch: its non-padding target tokens); otherwise every
+element of the last tensor (the targets) counts. An output with `nll` is evaluated on
+it (plain NLL, not the label-smoothed loss).
 
-Per optimiser step: `grad_accum` micro-batches (loss divided by grad_accum, so k
-micro-steps of batch B give the gradient of one batch of kB), gradient clipping,
+Per optimiser step: `grad_accum` micro-batches, token-weighted: micro-batch i, with n_i
+of the step's N targets, adds loss_i · n_i / N, so the k micro-steps give the gradient
+of the concatenated batch (the sum of token losses ÷ N), whatever the padding in each —
+not the mean of k means, which would count a 4-token micro-batch as much as a 16-token
+one. Then gradient clipping,
 AdamW, the learning rate of `cfg.schedule` (kqv.train.optim.scheduled_lr). Every `eval_interval` steps and at
 the end: the mean loss on fixed train and validation batches, a CSV row, the
 best-validation weights, and the full trainer state for an exact resume.
 
 A non-finite loss stops the run before anything is written, so no checkpoint
-ever holds NaNs.
+ever holds NaNs. The trainer state also keeps the log rows, so a resume never depends on
+log.csv (a file for people and plots, rewritten from the state when damaged). Everything
+read back from a state is checked — ranges, types, shapes, finite values — and any problem
+is one line naming the file.
 
 Under torchrun (kqv.train.distributed) the model is wrapped in DistributedDataParallel:
 each rank runs the micro-steps on its shard of the batch, gradients are all-reduced
@@ -39,6 +46,7 @@ from kqv.fileio import atomic_write_bytes
 from kqv.progress import progress_bar
 from kqv.train import distributed
 from kqv.train.checkpoint import (
+    check_finite,
     load_model_tensors,
     load_optimizer,
     model_tensors,
@@ -77,8 +85,13 @@ class Trainer:
         amp_dtype: torch.dtype | None = None,
         compiled: nn.Module | None = None,
         say: Callable[[str], None] = print,
+        stamp: dict | None = None,
+        require_checksum: bool = False,
     ) -> None:
+        """`stamp`: metadata written into every checkpoint and checked on restore (e.g. config.json's sha256);
+        `require_checksum`: refuse a trainer state without its sha256 (a run written with checksums)."""
         distributed.check_launch()
+        self.stamp, self.require_checksum = dict(stamp or {}), require_checksum
         self.model, self.cfg, self.batches, self.eval_sets = model, cfg, train_batches, eval_sets
         # torch.compile wraps the model; checkpoints use the original (`compiled or model` would call len() on it)
         self.forward = model if compiled is None else compiled
@@ -116,29 +129,48 @@ class Trainer:
             "sampler": self.batches.state_dict(),
             "optimizer": opt_meta,
             "processes": self.world,  # for the record only: a resume may use any number
+            "log": self.log,
+            **self.stamp,
         }
         write_safetensors(self.run_dir / "trainer.safetensors", tensors, meta)
 
     def restore(self) -> None:
-        for folder in (self.run_dir, self.run_dir / "data") if self.main else ():  # leftovers of killed writes
-            for tmp in folder.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
         path = self.run_dir / "trainer.safetensors"
-        tensors, meta = read_safetensors(path)
-        if "step" not in meta or "sampler" not in meta:
-            raise UserError(f"{path}: not a kqv trainer state (no step or data position)")
+        tensors, meta = read_safetensors(path, require_checksum=self.require_checksum)
+        problem = state_problem(meta, self.cfg.max_iters)
+        if problem:
+            raise UserError(f"{path}: damaged: {problem}; it cannot resume")
+        for key, value in self.stamp.items():
+            if key in meta and meta[key] != value:
+                raise UserError(
+                    f"{path}: it was written for another {key.replace('_', ' ')}; it cannot resume this run"
+                )
         weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         load_model_tensors(self.model, weights, str(path))
+        check_finite({k: v for k, v in tensors.items() if k.startswith("optim.")}, str(path))
         load_optimizer(self.optimizer, tensors, meta, str(path))
-        torch.set_rng_state(tensors["rng.torch"])
+        rng = tensors.get("rng.torch")
+        if rng is None or rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
+            raise UserError(f"{path}: damaged: the random number generator state (rng.torch) is missing or malformed")
+        torch.set_rng_state(rng)
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"])
-        self.batches.load_state_dict(meta["sampler"])
+        try:
+            self.batches.load_state_dict(meta["sampler"])
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            raise UserError(
+                f"{path}: damaged: the data position (sampler) is incomplete or malformed ({exc})"
+            ) from None
         self.step = int(meta["step"])
         self.best_val = meta["best_val"] if meta["best_val"] is not None else math.inf
         self.train_seconds = float(meta["train_seconds"])
         self.tokens_seen = int(meta["tokens_seen"])
-        self.log = [row for row in read_log(self.run_dir / "log.csv") if row["step"] <= self.step]
+        if "log" in meta:  # the log as it was when the state was written; log.csv is rewritten from it
+            self.log = [dict(row) for row in meta["log"]]
+            if self.main and _log_differs(self.run_dir / "log.csv", self.log):
+                write_log(self.run_dir / "log.csv", self.log)
+        else:  # a state written before the log moved into it
+            self.log = [row for row in read_log(self.run_dir / "log.csv") if row["step"] <= self.step]
 
     # -- evaluation ---------------------------------------------------------
     @torch.no_grad()
@@ -175,17 +207,24 @@ class Trainer:
                 group["lr"] = lr
             distributed.seed_rank(cfg.seed, self.step)  # ranks > 0: dropout masks of their own
             started = time.perf_counter()
-            loss_sum, step_tokens = torch.zeros((), device=self.device), 0
-            for micro in range(cfg.grad_accum):
-                batch = self._to_device(self.batches.next_batch())  # GPT: (B, T), (B, T); B/N rows on N ranks
+            micro_batches = [self.batches.next_batch() for _ in range(cfg.grad_accum)]  # GPT: B/N rows on N ranks
+            counts = [target_count(b) for b in micro_batches]  # targets each micro-batch's loss is a mean over
+            step_tokens = sum(counts)
+            if self.world > 1 and any(hasattr(b, "n_tokens") for b in micro_batches):
+                step_tokens = int(distributed.all_reduce_sum([float(step_tokens)])[0])  # ranks' shards may differ
+            elif self.world > 1:
+                step_tokens *= self.world  # every rank ran an equal shard
+            loss_sum = torch.zeros((), device=self.device)
+            for micro, (batch, n) in enumerate(zip(micro_batches, counts, strict=True)):
+                batch = self._to_device(batch)  # GPT: (B, T), (B, T)
                 with distributed.no_sync(self.train_forward, skip=micro < cfg.grad_accum - 1):
                     with self.autocast:
                         out = self.train_forward(*batch)
-                    loss = out.loss / cfg.grad_accum
+                    # token-weighted: the step's loss is (sum of token losses) / step_tokens; DDP averages over
+                    # the ranks, so each rank's share is multiplied back by their number
+                    loss = out.loss * (n * self.world / step_tokens)
                     loss.backward()  # under DDP: on the last micro-step, the gradients are averaged over the ranks
                 loss_sum += loss.detach()  # no .item() here: on a GPU that would wait for every micro-step
-                step_tokens += getattr(out, "n_tokens", 0) or batch[0].numel()
-            step_tokens *= self.world  # every rank ran an equal shard
             loss_sum = distributed.all_reduce_mean(loss_sum)  # the global batch's loss, the same on every rank
             norm = torch.full((), math.nan, device=loss_sum.device)
             if cfg.grad_clip > 0:  # the gradients are the same on every rank by now, and so is their norm
@@ -249,7 +288,7 @@ class Trainer:
             self.best_val = row["val_loss"]
         if self.main:
             if improved:
-                meta = {"step": self.step, "val_loss": self.best_val}
+                meta = {"step": self.step, "val_loss": self.best_val, **self.stamp}
                 save_weights(self.run_dir / "model.safetensors", self.model, meta)
             write_log(self.run_dir / "log.csv", self.log)  # the log first: a resume drops rows past the saved step
             self.save_state()
@@ -282,10 +321,67 @@ def write_log(path: Path, rows: list[dict]) -> None:
 
 
 def read_log(path: Path) -> list[dict]:
+    """The rows of a log.csv ([] when there is none); a damaged file is a UserError naming it."""
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
-        return [
-            {k: (int(v) if k == "step" else float(v)) for k, v in row.items() if k in LOG_FIELDS}
-            for row in csv.DictReader(f)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = [
+                {k: (int(v) if k == "step" else float(v)) for k, v in row.items() if k in LOG_FIELDS}
+                for row in csv.DictReader(f)
+            ]
+    except (OSError, ValueError, TypeError, csv.Error, UnicodeDecodeError):
+        raise UserError(
+            f"{path}: damaged (not the CSV log kqv writes); delete it or resume the run to rewrite it"
+        ) from None
+    if any(set(row) != set(LOG_FIELDS) for row in rows):
+        raise UserError(f"{path}: damaged (columns missing); delete it or resume the run to rewrite it")
+    return rows
+
+
+def _log_differs(path: Path, rows: list[dict]) -> bool:
+    try:
+        return read_log(path) != [
+            {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in r.items()} for r in rows
         ]
+    except UserError:
+        return True
+
+
+def target_count(batch) -> int:
+    """How many targets a batch's mean loss is over: its `n_tokens` (padding left out), else its last tensor's size."""
+    n = getattr(batch, "n_tokens", None)
+    return int(n) if n is not None else batch[-1].numel()
+
+
+def state_problem(meta: dict, max_iters: int) -> str | None:
+    """What is wrong with a trainer state's metadata, in a few words, or None (values are never echoed)."""
+
+    def number(value, low=0.0) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= low
+
+    def whole(value, low=0, high=2**63 - 1) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    if not whole(meta.get("step"), 0, max_iters):
+        return f"the step is missing or outside 0 … {max_iters} (max_iters)"
+    if "best_val" not in meta or not (meta["best_val"] is None or number(meta["best_val"])):
+        return "the best validation loss is missing or not a finite number"
+    if not number(meta.get("train_seconds")):
+        return "train_seconds is missing or not a finite number ≥ 0"
+    if not whole(meta.get("tokens_seen")):
+        return "tokens_seen is missing or not a whole number ≥ 0"
+    if not isinstance(meta.get("sampler"), dict):
+        return "the data position (sampler) is missing"
+    optimizer = meta.get("optimizer")
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get("param_groups"), list):
+        return "the optimizer state is missing"
+    if "log" in meta:
+        log = meta["log"]
+        if not isinstance(log, list) or not all(
+            isinstance(row, dict) and set(row) == set(LOG_FIELDS) and whole(row["step"], 0, meta["step"])
+            and all(number(row[k], -math.inf) for k in LOG_FIELDS if k != "step")
+            for row in log
+        ):  # fmt: skip
+            return "the log rows are malformed"
+    return None

@@ -1,18 +1,43 @@
-"""Run directories shared by every kind of training run: choosing, checking and reopening them.
+"""Run directories shared by every kind of training run: claiming, checking and reopening them.
 
 A run directory holds config.json (with "kind": "gpt" or "translation"), the tokenizer,
 the weights, the trainer state and the log (kqv.train.checkpoint describes the files).
+
+A folder is in one of three states (`run_status`):
+
+    "absent"   nothing of kqv's in it (or no folder at all)
+    "started"  a start that never wrote its first trainer state: config.json, tokenizer.json,
+               data/, a step-0 model.safetensors — killed at start-up, nothing trained yet
+    "run"      trainer.safetensors is there (or trained weights, or an imported model)
+
+A run is not a run until it can resume, so a "started" folder is never in the way: a fresh
+start into it replaces it, and `--resume` on it starts again from step 0 with its saved
+settings (the same seed, so the same run an uninterrupted start would have made).
+
+One process at a time trains into a folder: `claim_new` and `claim_resume` take its
+lock (kqv.train.run_lock) and keep it until the training ends; a second process gets
+one line naming the PID that holds it. Both also clear the temporaries that a killed
+write leaves (`.NAME.*.tmp`).
 """
 
 import json
+import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from kqv.config import ConfigError, TrainConfig, from_dict
 from kqv.errors import UserError
+from kqv.fileio import remove_temporaries, sha256_file, write_error
+from kqv.train.run_lock import LOCK_NAME, RunLock, in_use_message
 
 RUN_FILES = ("config.json", "tokenizer.json", "model.safetensors", "trainer.safetensors")
+# what a start writes before its first trainer state: cleared when a new start takes the folder over
+START_FILES = ("config.json", "tokenizer.json", "model.safetensors", "log.csv", "loss.png", "valid.tsv", "test.tsv")
+KINDS = ("gpt", "translation")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def pick_device(name: str) -> str:
@@ -48,8 +73,42 @@ def gpt_amp(device: str) -> torch.dtype | None:
     return None
 
 
+def _header_meta(path: Path) -> dict | None:
+    """The kqv metadata of a safetensors file, read from its header only; None if unreadable."""
+    try:
+        with path.open("rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n < 100_000_000:
+                return None
+            header = json.loads(f.read(n))
+        meta = json.loads(header.get("__metadata__", {}).get("kqv", "{}"))
+        return meta if isinstance(meta, dict) else None
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
+        return None
+
+
+def run_status(path: Path) -> str:
+    """ "absent", "started" (killed before its first trainer state) or "run" (see the module docstring)."""
+    if not path.is_dir():
+        return "absent"
+    if (path / "trainer.safetensors").exists():
+        return "run"
+    if (path / "model.safetensors").exists():
+        meta = _header_meta(path / "model.safetensors")
+        if meta is None or meta.get("step", 0) != 0 or "imported_from" in meta:
+            return "run"  # trained (or unreadable) weights, or an imported model: never thrown away
+        try:
+            if "imported_from" in json.loads((path / "config.json").read_bytes()):
+                return "run"
+        except (OSError, ValueError, TypeError):
+            pass
+    if any((path / name).exists() for name in START_FILES) or (path / "data").is_dir():
+        return "started"
+    return "absent"
+
+
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
+    return run_status(path) == "run"
 
 
 def first_missing(path: Path) -> Path | None:
@@ -62,52 +121,253 @@ def first_missing(path: Path) -> Path | None:
     return missing
 
 
-def free_run_dir(base: Path) -> Path:
-    """`base` if it holds no run, else base-2, base-3, …: a default never overwrites a run."""
-    if not is_run_dir(base):
-        return base
-    n = 2
-    while is_run_dir(base.with_name(f"{base.name}-{n}")):
-        n += 1
-    return base.with_name(f"{base.name}-{n}")
+def clear_start(path: Path) -> None:
+    """Remove what a start writes (START_FILES, data/), leaving anything else in the folder alone."""
+    for name in START_FILES:
+        target = path / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+    shutil.rmtree(path / "data", ignore_errors=True)
+    remove_temporaries(path)
 
 
-def read_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: not a kqv run directory (no config.json)")
+class InUse(UserError):
+    """Another process holds the run directory's lock."""
+
+
+@dataclass
+class Claim:
+    """A run directory this process trains into: its lock, and what a failed start must remove."""
+
+    path: Path
+    lock: RunLock
+    fresh: bool  # a new start (False: a resume, which never removes anything)
+    created: Path | None = None  # the outermost folder this start made, if it made one
+    took_over: bool = False  # the folder held a start that never reached its first trainer state
+
+    def failed(self, interrupted: bool) -> None:
+        """After an error or an interrupt: leave a resumable folder, or none at all.
+
+        A run with a trainer state can resume; an interrupted start whose config.json is written
+        can restart from it (`--resume`). Anything else a fresh start made is removed.
+        """
+        if not self.fresh or (self.path / "trainer.safetensors").is_file():
+            return
+        if interrupted and (self.path / "config.json").is_file():
+            return
+        if self.created is not None:
+            shutil.rmtree(self.created, ignore_errors=True)
+        elif self.path.is_dir():
+            clear_start(self.path)
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def _lock(path: Path, fresh: bool) -> tuple[RunLock, Path | None]:
+    """Make `path` (if needed) and lock it -> (lock, the outermost folder made); UserError if it is in use."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: a file is in the way; a run directory is a folder, choose another")
+    created = first_missing(path) if fresh else None
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        info["model"], info["train"]  # noqa: B018 - both tables must be there
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: damaged or incomplete ({exc!r}); it cannot be loaded") from None
-    return info
+        path.mkdir(parents=True, exist_ok=True)
+        lock = RunLock.take(path)
+    except OSError as exc:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise write_error(path, exc) from None
+    if lock is None:  # (even if this call made the folder: the other process is using it now)
+        raise InUse(in_use_message(path))
+    return lock, created
 
 
-def new_run_dir(out: str | None, default: str) -> Path:
-    """--out, which must not hold a run already, or runs/DEFAULT (runs/DEFAULT-2, … if taken)."""
-    if out is None:
-        return free_run_dir(Path("runs") / default)
-    run_dir = Path(out)
-    if is_run_dir(run_dir):
-        raise UserError(
-            f"--out {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
-        )
-    return run_dir
+def _claim_fresh(path: Path) -> Claim | None:
+    """Lock `path` for a new start; None when it holds a run (checked before touching it, and again under the lock)."""
+    if run_status(path) == "run":
+        if (path / LOCK_NAME).exists():  # a run still training there gets the more useful message
+            lock, _ = _lock(path, fresh=False)
+            lock.release()
+        return None
+    lock, created = _lock(path, fresh=True)
+    status = run_status(path)
+    if status == "run":
+        lock.release()
+        return None
+    if status == "started":
+        clear_start(path)
+    remove_temporaries(path, path / "data")
+    return Claim(path, lock, fresh=True, created=created, took_over=status == "started")
 
 
-def open_for_resume(resume: str, kind: str, needed: tuple[str, ...]) -> tuple[Path, dict]:
-    """The run directory to continue and its config.json, once every file a resume reads is there."""
+def claim_new(out: str | None, default: str) -> Claim:
+    """Lock a folder for a new run: --out, which must not hold a run, or runs/DEFAULT (runs/DEFAULT-2, … if taken
+    or in use). A folder that holds only a start killed before its first checkpoint is taken over."""
+    if out is not None:
+        run_dir = Path(out)
+        claim = _claim_fresh(run_dir)
+        if claim is None:
+            raise UserError(
+                f"--out {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
+            )
+        return claim
+    base = Path("runs") / default
+    for n in range(1, 10_000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if is_run_dir(candidate):
+            continue
+        try:
+            claim = _claim_fresh(candidate)
+        except InUse:
+            continue  # another process is starting a run there: take the next name
+        if claim is not None:
+            return claim
+    raise UserError(f"{base}: 9,999 runs of that name already exist; choose a folder with --out")
+
+
+def claim_resume(resume: str, kind: str, needed: tuple[str, ...], lock: bool = True) -> tuple[Claim | None, dict, bool]:
+    """The run to continue, locked, with its config.json -> (claim, info, has_state).
+
+    has_state is False for a start killed before its first trainer state: it restarts from step 0
+    with its saved settings. `lock=False` (the other processes under torchrun) only reads.
+    """
     run_dir = Path(resume)
     if not run_dir.is_dir():
         raise UserError(f"--resume {run_dir}: no such run directory")
-    info = read_config(run_dir)
-    if info.get("kind", "gpt") != kind:
-        raise UserError(f"--resume {run_dir}: not a {kind} run (it is a {info.get('kind')} run)")
-    for name in ("trainer.safetensors", "tokenizer.json", *needed):
-        if not (run_dir / name).is_file():
-            raise UserError(f"--resume {run_dir}: {name} is missing, so the run cannot continue exactly")
-    return run_dir, info
+    claim = None
+    if lock:
+        run_lock, _ = _lock(run_dir, fresh=False)
+        claim = Claim(run_dir, run_lock, fresh=False)
+    try:
+        info = read_config(run_dir, kind)
+        if "imported_from" in info:
+            raise UserError(f"--resume {run_dir}: an imported model, not a training run; it has nothing to resume")
+        has_state = (run_dir / "trainer.safetensors").exists()
+        if not has_state and run_status(run_dir) == "run":  # trained weights, but the state to continue is gone
+            raise UserError(
+                f"--resume {run_dir}: trainer.safetensors is missing, so the run cannot continue exactly "
+                "(model.safetensors still holds its best weights for sampling)"
+            )
+        for name in ("tokenizer.json", *needed, *(("trainer.safetensors",) if has_state else ())):
+            if not (run_dir / name).is_file():
+                raise UserError(f"--resume {run_dir}: {name} is missing, so the run cannot continue exactly")
+        if lock:
+            remove_temporaries(run_dir, run_dir / "data")
+            if not has_state:  # a step-0 leftover of the killed start: made again from the same seed
+                for name in ("model.safetensors", "log.csv", "loss.png"):
+                    (run_dir / name).unlink(missing_ok=True)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
+    return claim, info, has_state
+
+
+def read_config(run_dir: Path, kind: str | None = None) -> dict:
+    """config.json, checked field by field: damage or an edit is a UserError naming the file and the field.
+
+    `kind` ("gpt", "translation"): a run of another kind is refused first, naming both kinds."""
+    path = run_dir / "config.json"
+    if path.is_dir():
+        raise UserError(f"{path}: a folder is where this file belongs; move it aside")
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a kqv run directory (no config.json)")
+    try:
+        info = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: damaged or incomplete ({type(exc).__name__}: {exc}); it cannot be loaded") from None
+    found = info.get("kind", "gpt") if isinstance(info, dict) else None
+    if kind is not None and found in KINDS and found != kind:
+        raise UserError(f"{run_dir}: not a {'GPT' if kind == 'gpt' else kind} run (it is a {found} run)")
+    problem = config_problem(info)
+    if problem:
+        raise UserError(f"{path}: damaged or edited: {problem}; it cannot be loaded")
+    info.setdefault("kind", "gpt")
+    return info
+
+
+def config_problem(info) -> str | None:
+    """What is wrong with a config.json's contents, in a few words, or None. Values are never echoed."""
+    if not isinstance(info, dict):
+        return "it is not a JSON object"
+    for table in ("model", "train"):
+        if not isinstance(info.get(table), dict):
+            return f'"{table}" is missing or not a table'
+    kind = info.get("kind", "gpt")
+    if kind not in KINDS:
+        return f'"kind" is not one of {", ".join(KINDS)}'
+    for key in ("kqv_version", "preset"):
+        if info.get(key) is not None and not isinstance(info[key], str):
+            return f'"{key}" is not a string'
+    tok = info.get("tokenizer")
+    if not isinstance(tok, dict) or tok.get("kind") not in ("char", "bpe") or not _is_sha(tok.get("fingerprint")):
+        return '"tokenizer" must hold kind (char or bpe) and a sha256 fingerprint'
+    if info.get("files") is not None:
+        files = info["files"]
+        if not isinstance(files, dict) or not all(
+            name in ("tokenizer.json", "valid.tsv", "test.tsv") and _is_sha(sha) for name, sha in files.items()
+        ):
+            return '"files" must map tokenizer.json, valid.tsv, test.tsv to sha256 digests'
+    if info.get("checksums") not in (None, "sha256"):
+        return '"checksums" must be "sha256"'
+    if "imported_from" in info:
+        return None if isinstance(info["imported_from"], dict) else '"imported_from" is not a table'
+    data = info.get("data")
+    if not isinstance(data, dict):
+        return '"data" is missing or not a table'
+    if kind == "gpt":
+        if not isinstance(data.get("path"), str) or not data["path"] or not isinstance(data.get("source"), str):
+            return '"data" must hold the corpus path and source as strings'
+        if not _is_sha(data.get("sha256")):
+            return '"data.sha256" is not a sha256 digest'
+        return None
+    spec = data.get("spec")
+    if not isinstance(spec, dict) or set(spec) != {"tsv", "src_col", "tgt_col", "src_file", "tgt_file", "reverse"}:
+        return '"data.spec" must hold tsv, src_col, tgt_col, src_file, tgt_file and reverse'
+    if not all(spec[k] is None or (isinstance(spec[k], str) and spec[k]) for k in ("tsv", "src_file", "tgt_file")):
+        return '"data.spec" paths must be strings or null'
+    if not all(_is_int(spec[k], 1, 1000) for k in ("src_col", "tgt_col")) or not isinstance(spec["reverse"], bool):
+        return '"data.spec" columns must be whole numbers 1…1000 and reverse true or false'
+    if not _is_int(data.get("split_seed"), 0, 2**63 - 1):
+        return '"data.split_seed" is not a whole number ≥ 0'
+    return None
+
+
+def _is_sha(value) -> bool:
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def config_sha256(run_dir: Path) -> str:
+    return sha256_file(run_dir / "config.json")
+
+
+def verify_recorded(run_dir: Path, info: dict, meta: dict | None = None, where: str = "model.safetensors") -> None:
+    """The files config.json recorded (held-out pairs) and config.json itself, as recorded in a tensor file's
+    metadata `meta`, must be unchanged: a flipped byte in any of them is one line naming the file."""
+    for name, digest in (info.get("files") or {}).items():
+        path = run_dir / name
+        if path.is_file() and sha256_file(path) != digest:
+            raise UserError(f"{path}: damaged or changed since the run started (its sha256 is not the one recorded)")
+    recorded = (meta or {}).get("config_sha256")
+    if recorded is not None and recorded != config_sha256(run_dir):
+        raise UserError(
+            f"{run_dir}/config.json: damaged or changed since {where} was written (its sha256 is not the one recorded)"
+        )
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception from torch is an allocation failure (CPU or GPU)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
 
 
 def saved_configs(run_dir: Path, info: dict, model_cls: type):

@@ -11,7 +11,6 @@ exactly the pairs the model never saw.
 import dataclasses
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +27,24 @@ from kqv.config import (
     load_preset,
     to_dict,
 )
-from kqv.errors import UserError
-from kqv.fileio import atomic_write_bytes
+from kqv.errors import Terminated, UserError
+from kqv.fileio import atomic_write_bytes, sha256_file
 from kqv.models.transformer import Transformer
 from kqv.train.checkpoint import load_model_tensors, read_safetensors
 from kqv.train.loop import Trainer, TrainResult
-from kqv.train.run_dir import first_missing, new_run_dir, open_for_resume, pick_device, read_config, saved_configs
+from kqv.train.memory import check_transformer_loading, check_transformer_training
+from kqv.train.run_dir import (
+    Claim,
+    claim_new,
+    claim_resume,
+    config_sha256,
+    out_of_memory,
+    pick_device,
+    read_config,
+    run_status,
+    saved_configs,
+    verify_recorded,
+)
 
 DEFAULT_PRESET = "small"
 PRESET_FAMILY = "translate"
@@ -150,36 +161,85 @@ def train_translation(
     stop_at: int | None = None,
     say=print,
 ) -> tuple[TrainResult, Path, dict]:
+    """Train (or with `resume`, continue) a translation model; -> (result, run directory, summary for --json).
+
+    The run directory is locked for the whole call, and a failed start leaves no half-made run
+    (see kqv.train.gpt_run.train_gpt, which behaves the same)."""
+    started = time.perf_counter()
+    claims: list[Claim] = []
+    try:
+        return _train_translation(
+            preset,
+            data,
+            out,
+            max_iters,
+            overrides,
+            resume,
+            pick_device(device),
+            precision,
+            stop_at,
+            say,
+            started,
+            claims,
+        )
+    except BaseException as exc:
+        for claim in claims:
+            claim.failed(interrupted=isinstance(exc, KeyboardInterrupt | Terminated))
+        if out_of_memory(exc):
+            raise UserError(
+                f"out of memory: {str(exc).splitlines()[0][:200]}; choose a smaller model or batch"
+            ) from None
+        raise
+    finally:
+        for claim in claims:
+            claim.release()
+
+
+def _train_translation(
+    preset, data, out, max_iters, overrides, resume, device, precision, stop_at, say, started, claims
+):
     from kqv.data.batching import TokenBudgetBatcher, fixed_batches
     from kqv.data.parallel import split_pairs
     from kqv.tokenizer import load_tokenizer, save_tokenizer
     from kqv.tokenizer.bpe import BPETokenizer
 
-    started = time.perf_counter()
-    device = pick_device(device)
+    has_state = False
     if resume is not None:
-        run_dir, info = open_for_resume(resume, "translation", ("valid.tsv", "test.tsv"))
         if overrides or max_iters or (data is not None and data != DataSpec()):
             raise UserError("--resume continues a run with its own settings; drop --set/--data/--steps")
+        claim, info, has_state = claim_resume(resume, "translation", ("valid.tsv", "test.tsv"))
+        claims.append(claim)
+        run_dir = Path(resume)
         model_cfg, train_cfg = saved_configs(run_dir, info, TransformerConfig)
+        check_transformer_training(model_cfg, train_cfg, device)
+        verify_recorded(run_dir, info)
         data = DataSpec(**info["data"]["spec"])
         splits = split_pairs(data.read(), seed=info["data"]["split_seed"])
         tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+        if tokenizer.fingerprint() != info["tokenizer"]["fingerprint"]:
+            raise UserError(f"{run_dir}/tokenizer.json is not the tokenizer this run was started with")
         amp = pick_amp(device, info.get("precision", precision))
+        if not has_state:
+            say(f"{run_dir}: its start was stopped before the first checkpoint; starting again from step 0")
     else:
         data = data or DataSpec()
         overrides = list(overrides or [])
         if max_iters is not None:
             overrides.append(f"train.max_iters={max_iters}")
         wanted, train_cfg = resolve_configs(preset, overrides)
-        run_dir = new_run_dir(out, "translate")
+        if wanted.vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
+            raise UserError(f"vocab_size {wanted.vocab_size} is too small: byte-level BPE needs at least 260")
+        check_transformer_training(wanted, train_cfg, device)
         amp = pick_amp(device, precision)
         pairs = data.read()
+        claim = claim_new(out, "translate")
+        claims.append(claim)
+        run_dir = claim.path
+        if claim.took_over:
+            say(f"{run_dir}: an earlier start there stopped before its first checkpoint; starting afresh")
         splits = split_pairs(pairs, seed=0)
         say(f"data: {data.describe()}: {splits.description}")
         texts = [s for s, _ in splits.train] + [t for _, t in splits.train]
-        if wanted.vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
-            raise UserError(f"vocab_size {wanted.vocab_size} is too small: byte-level BPE needs at least 260")
         tokenizer = BPETokenizer.train(texts, wanted.vocab_size, SPECIAL_TOKENS)
         try:  # a small corpus may give fewer tokens than asked for
             model_cfg = dataclasses.replace(wanted, vocab_size=tokenizer.vocab_size)
@@ -200,41 +260,36 @@ def train_translation(
         "val": [b for _, b in fixed_batches(valid_examples, train_cfg.batch_tokens, *specials)],
     }
     if resume is None:
-        first_new = first_missing(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            info = {
-                "kqv_version": __version__,
-                "kind": "translation",
-                "preset": preset,
-                "model": to_dict(model_cfg),
-                "train": to_dict(train_cfg),
-                "precision": "bf16" if amp is not None else "fp32",
-                "data": {
-                    "spec": data.to_dict(),
-                    "source": data.describe(),
-                    "split_seed": 0,
-                    "split": splits.description,
-                    "train_pairs": len(train_examples),
-                    "dropped_too_long": dropped,
-                },
-                "tokenizer": {"kind": "bpe", "fingerprint": tokenizer.fingerprint()},
-            }
-            write_pairs(run_dir / "valid.tsv", splits.valid)
-            write_pairs(run_dir / "test.tsv", splits.test)
-            save_tokenizer(tokenizer, run_dir / "tokenizer.json")
-            atomic_write_bytes(
-                run_dir / "config.json", (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode()
-            )
-        except BaseException:
-            if first_new is not None:
-                shutil.rmtree(first_new, ignore_errors=True)
-            raise
+        write_pairs(run_dir / "valid.tsv", splits.valid)
+        write_pairs(run_dir / "test.tsv", splits.test)
+        save_tokenizer(tokenizer, run_dir / "tokenizer.json")
+        info = {
+            "kqv_version": __version__,
+            "kind": "translation",
+            "preset": preset,
+            "model": to_dict(model_cfg),
+            "train": to_dict(train_cfg),
+            "precision": "bf16" if amp is not None else "fp32",
+            "data": {
+                "spec": data.to_dict(),
+                "source": data.describe(),
+                "split_seed": 0,
+                "split": splits.description,
+                "train_pairs": len(train_examples),
+                "dropped_too_long": dropped,
+            },
+            "tokenizer": {"kind": "bpe", "fingerprint": tokenizer.fingerprint()},
+            "files": {name: sha256_file(run_dir / name) for name in ("valid.tsv", "test.tsv")},
+            "checksums": "sha256",  # every tensor file carries its sha256 and config.json's
+        }
+        atomic_write_bytes(run_dir / "config.json", (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode())
+    stamp = {"config_sha256": config_sha256(run_dir)}
 
     torch.manual_seed(train_cfg.seed)
     model = Transformer(model_cfg).to(device)
-    trainer = Trainer(model, train_cfg, batcher, eval_sets, run_dir, device, amp, None, say)
-    if resume is not None:
+    require = info.get("checksums") == "sha256"
+    trainer = Trainer(model, train_cfg, batcher, eval_sets, run_dir, device, amp, None, say, stamp, require)
+    if has_state:
         trainer.restore()
         say(f"resuming {run_dir} at step {trainer.step} of {train_cfg.max_iters}")
     else:
@@ -271,23 +326,29 @@ def train_translation(
 
 
 def load_translation_run(run_dir: str | Path, device: str = "cpu") -> TranslationRun:
+    """A translation run's model with its best weights, and its tokenizer; every file is checked."""
     from kqv.tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory; train one with `kqv translate train --out {run_dir}`")
-    info = read_config(run_dir)
-    if info.get("kind") != "translation":
-        raise UserError(f"{run_dir}: not a translation run (it is a {info.get('kind')} run)")
+    info = read_config(run_dir, "translation")
     model_cfg, train_cfg = saved_configs(run_dir, info, TransformerConfig)
+    check_transformer_loading(model_cfg, str(run_dir), device)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    if tokenizer.fingerprint() != info.get("tokenizer", {}).get("fingerprint"):
+    if tokenizer.fingerprint() != info["tokenizer"]["fingerprint"]:
         raise UserError(f"{run_dir}/tokenizer.json is not the tokenizer this model was trained with")
     if tokenizer.vocab_size != model_cfg.vocab_size:
         raise UserError(f"{run_dir}: tokenizer has {tokenizer.vocab_size} tokens, the model {model_cfg.vocab_size}")
-    tensors, _ = read_safetensors(run_dir / "model.safetensors")
+    weights = run_dir / "model.safetensors"
+    if not weights.exists() and run_status(run_dir) == "started":
+        raise UserError(
+            f"{run_dir}: no weights yet (its start was stopped); train it: kqv translate train --resume {run_dir}"
+        )
+    tensors, meta = read_safetensors(weights, require_checksum=info.get("checksums") == "sha256")
+    verify_recorded(run_dir, info, meta)
     model = Transformer(model_cfg)
-    load_model_tensors(model, tensors, str(run_dir / "model.safetensors"))
+    load_model_tensors(model, tensors, str(weights))
     return TranslationRun(model.to(device).eval(), tokenizer, model_cfg, train_cfg, info, run_dir)
 
 
