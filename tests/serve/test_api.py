@@ -12,6 +12,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from kqv.errors import UserError  # noqa: E402
+from kqv.generate.sampling import MAX_SEED, TEMPERATURE_FLOOR, generate  # noqa: E402
 from kqv.inspect.cache import run_with_cache  # noqa: E402
 from kqv.inspect.patterns import load_subject  # noqa: E402
 from kqv.serve.app import STATIC, create_app  # noqa: E402
@@ -36,7 +38,10 @@ def post(client, path, **body):
 
 
 def error(client, path, status, body=None, content=None):
-    response = client.post(path, json=body) if content is None else client.post(path, content=content)
+    if content is None:
+        response = client.post(path, json=body)
+    else:
+        response = client.post(path, content=content, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     message = response.json()["error"]
     assert message and "\n" not in message and "Traceback" not in message
@@ -166,8 +171,6 @@ def _stream(client, **body) -> list[dict]:
 
 
 def test_generate_streams_the_same_tokens_as_kqv_gpt_sample(served):
-    from kqv.generate.sampling import generate
-
     client, explorers = served
     subject = explorers["tiny"].subject
     prompt = subject.tokenizer.encode("ROMEO:")
@@ -246,6 +249,12 @@ def test_tokenize_and_explain(served):
         ("/api/next-token", {"model": "gpt", "text": "hi", "top_k": 0}, 422, "top_k"),
         ("/api/generate", {"model": "gpt", "text": "hi", "max_new_tokens": 501}, 422, "max_new_tokens"),
         ("/api/generate", {"model": "gpt", "text": ""}, 422, "empty"),
+        ("/api/generate", {"model": "gpt", "text": "\u2028\t\u3000"}, 422, "empty"),
+        ("/api/generate", {"model": "gpt", "text": "hi", "seed": MAX_SEED + 1}, 422, "seed: Input should be less"),
+        ("/api/generate", {"model": "gpt", "text": "hi", "seed": -1}, 422, "seed: Input should be greater"),
+        ("/api/generate", {"model": "gpt", "text": "hi", "seed": 10**400}, 422, "seed"),
+        ("/api/generate", {"model": "gpt", "text": "hi", "seed": 1.5}, 422, "seed"),
+        ("/api/generate", {"model": "gpt", "text": "hi", "temperature": 10.01}, 422, "temperature"),
     ],
 )
 def test_bad_requests_get_a_4xx_naming_the_problem(served, path, body, status, says):
@@ -277,3 +286,56 @@ def test_the_page_and_its_assets_come_from_kqv_alone(served):
     spec = client.get("/openapi.json").json()
     api = ["/api/models", "/api/tokenize", "/api/attention", "/api/next-token", "/api/generate", "/api/explain"]
     assert set(api) <= set(spec["paths"])
+
+
+@pytest.mark.parametrize("temperature", [0.0, 5e-324, 1e-300, TEMPERATURE_FLOOR / 2])
+def test_temperatures_below_the_floor_are_greedy_and_their_streams_complete(served, temperature):
+    """1e-300 once cut the stream after its 200 and gave kept 0: now greedy, like kqv.generate.sampling."""
+    client, _ = served
+    for model, text in [("tiny", "ROMEO:"), ("translation", "And God said")]:
+        answer = post(client, "/api/next-token", model=model, text=text, temperature=temperature)
+        probs = sorted(row["prob"] for row in answer["tokens"])  # translation's top row may be <s>: prob 0
+        assert answer["kept"] == 1 and probs[-1] == 1.0 and probs[-2] == 0.0 and answer["entropy"] == 0.0
+        *tokens, done = _stream(client, model=model, text=text, max_new_tokens=12, temperature=temperature)
+        *greedy, _ = _stream(client, model=model, text=text, max_new_tokens=12, temperature=0)
+        assert done["done"] and done["tokens"] == len(tokens) > 0
+        assert [t["token"] for t in tokens] == [t["token"] for t in greedy]
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999"])
+def test_non_finite_numbers_in_a_body_are_refused_before_any_stream(served, number):
+    """Python's json reads NaN, Infinity and 1e999 (as inf): pydantic refuses them as not finite."""
+    client, _ = served
+    for path in ["/api/next-token", "/api/generate"]:
+        for field in ["temperature", "top_p"]:
+            body = b'{"model": "tiny", "text": "ROMEO:", "%s": %s}' % (field.encode(), number)
+            says = error(client, path, 422, content=body)
+            assert says.startswith(f"{field}: Input should be a finite number")
+
+
+def test_the_largest_seed_streams_what_kqv_gpt_sample_draws(served):
+    client, explorers = served
+    subject = explorers["tiny"].subject
+    *tokens, done = _stream(client, model="tiny", text="ROMEO:", max_new_tokens=10, seed=MAX_SEED)
+    expected = list(generate(subject.model, subject.tokenizer.encode("ROMEO:"), 10, 1.0, None, None, MAX_SEED))
+    assert [t["token"] for t in tokens] == expected and done["done"]
+
+
+def test_a_generation_that_fails_at_its_first_token_never_answers_200(served, monkeypatch):
+    """The first token is computed before the stream starts: a failure there is an error answer, not a cut stream."""
+    _, explorers = served
+    client = TestClient(create_app(list(explorers.values())), raise_server_exceptions=False)
+
+    def refuses(*args):
+        raise UserError("the model refuses")
+        yield
+
+    def breaks(*args):
+        raise RuntimeError("a bug\nover two lines")
+        yield
+
+    monkeypatch.setattr(explorers["tiny"], "_gpt_steps", refuses)
+    assert error(client, "/api/generate", 422, {"model": "tiny", "text": "ROMEO:"}) == "the model refuses"
+    monkeypatch.setattr(explorers["tiny"], "_gpt_steps", breaks)
+    says = error(client, "/api/generate", 500, {"model": "tiny", "text": "ROMEO:"})
+    assert says == "kqv failed on this request (RuntimeError: a bug over two lines); please report it"

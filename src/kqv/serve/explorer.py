@@ -8,22 +8,29 @@ One `Explorer` per served model. Requests arrive on many threads at once; a lock
 forward pass keeps them from meeting inside the model (the activation cache behind `explain`
 puts hooks on it for the length of one pass). Generation takes the lock once per token, so a
 long generation does not hold up other requests.
+
+Sampling follows kqv.generate.sampling: a temperature below TEMPERATURE_FLOOR is greedy (all mass
+on the argmax), and every value is checked before anything is computed, so a bad generation
+request fails before its stream starts. A translation never draws <pad> or <s> (as beam search).
 """
 
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from kqv.errors import UserError
+from kqv.generate.sampling import Decoder, check_sampling_values, filter_logits, is_greedy
+from kqv.generate.sampling import next_token as sample_next_token
 from kqv.inspect.attention import token_label, token_texts
 from kqv.inspect.patterns import AttentionMaps, Subject, gpt_maps, translation_maps
 
 MAX_TEXT_CHARS = 2000  # longer request texts are refused before they reach a tokenizer
 MAX_NEW_TOKENS = 500
+MAX_TEMPERATURE = 10.0
 
 
 @dataclass
@@ -57,8 +64,6 @@ class Explorer:
         return {"encoder": c.n_layer_enc, "decoder": c.n_layer_dec, "cross": c.n_layer_dec}
 
     def info(self) -> dict:
-        from dataclasses import asdict
-
         c = self.config
         return {
             "id": self.id,
@@ -150,11 +155,12 @@ class Explorer:
         """The distribution of the token after `text` (GPT) or after `target` given source `text` (translation).
 
         `raw` is softmax(logits) itself; `prob` the distribution sampling draws from once temperature,
-        top-k and top-p are applied (temperature 0: all mass on the argmax). The `show` most likely
-        tokens are listed, most likely first.
+        top-k and top-p are applied (temperature below TEMPERATURE_FLOOR: all mass on the argmax; a
+        translation's <pad> and <s>: 0). The `show` most likely tokens are listed, most likely first.
         """
+        check_sampling(temperature, top_k, top_p)
         logits = self._next_logits(text, target)  # (V,)
-        raw, prob = distributions(logits, temperature, top_k, top_p)
+        raw, prob = distributions(logits, temperature, top_k, top_p, never=self.never_drawn())
         order = torch.argsort(logits, descending=True, stable=True)[:show].tolist()
         texts = token_texts(self.subject.tokenizer, order)
         rows = [
@@ -168,7 +174,7 @@ class Explorer:
             for i, t in zip(order, texts, strict=True)
         ]
         kept = int((prob > 0).sum())
-        entropy = float(-(prob[prob > 0] * prob[prob > 0].log()).sum())
+        entropy = 0.0 - float((prob[prob > 0] * prob[prob > 0].log()).sum())  # 0.0 − x: one token gives 0.0, not -0.0
         return {
             "model": self.id,
             "settings": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
@@ -211,7 +217,7 @@ class Explorer:
 
         The input is checked before the first yield, so a bad request fails before anything streams.
         """
-        check_sampling(temperature, top_k, top_p)
+        check_sampling(temperature, top_k, top_p, seed)
         if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
             raise UserError(f"max_new_tokens must be 1…{MAX_NEW_TOKENS}, got {max_new_tokens}")
         if self.family == "gpt":
@@ -248,8 +254,6 @@ class Explorer:
         }
 
     def _gpt_steps(self, prompt, max_new_tokens, temperature, top_k, top_p, seed) -> Iterator[int]:
-        from kqv.generate.sampling import Decoder
-
         model = self.subject.model
         with self.lock:  # a Decoder may re-store the weights once (kqv.generate.layout): not while others read them
             decoder = Decoder(model, prompt)
@@ -259,6 +263,10 @@ class Explorer:
                 token = _draw(decoder.next_logits()[0], temperature, top_k, top_p, generator)
             decoder.append(token)
             yield token
+
+    def never_drawn(self) -> list[int]:
+        """Ids sampling never draws: a translation's <pad> and <s>, which are never output (kqv.generate.beam)."""
+        return [self.config.pad_id, self.config.bos_id] if self.family == "translation" else []
 
     def _translation_steps(self, src, max_new_tokens, temperature, top_k, top_p, seed) -> Iterator[int]:
         model, c = self.subject.model, self.config
@@ -271,6 +279,7 @@ class Explorer:
         for _ in range(limit):
             with self.lock, torch.inference_mode():
                 logits = model.step(torch.tensor([token], device=device), state)[0].float()  # (V,)
+                logits[self.never_drawn()] = float("-inf")
                 token = _draw(logits, temperature, top_k, top_p, generator)
             if token == c.eos_id:
                 return
@@ -301,29 +310,42 @@ def check_index(what: str, value: int | None, n: int, of: str) -> None:
         raise UserError(f"{what} {value} is out of range: this model has {n} {of} (0–{n - 1})")
 
 
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not 0.0 <= temperature <= 10.0:
-        raise UserError(f"temperature must be 0…10 (0 = always the most likely token), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"top_k must be at least 1 (leave it out for no limit), got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None, seed: int | None = None) -> None:
+    """kqv.generate.sampling's checks as one-line UserErrors, plus the page's bounds (temperature ≤ 10, top_p > 0)."""
+    if top_p is not None and not 0.0 < top_p <= 1.0:  # NaN too
         raise UserError(f"top_p must be in (0, 1] (1 = no limit), got {top_p}")
+    try:
+        check_sampling_values(temperature, top_k, top_p, seed)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if temperature > MAX_TEMPERATURE:
+        raise UserError(
+            f"temperature must be 0…{MAX_TEMPERATURE:g} (0 = always the most likely token), got {temperature}"
+        )
 
 
 def distributions(
-    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    never: Sequence[int] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(V,) logits -> (raw softmax, the distribution sampling draws from), both (V,) float64."""
-    from kqv.generate.sampling import filter_logits
+    """(V,) logits -> (raw softmax, the distribution sampling draws from), both (V,) float64.
 
+    `raw` is the model's own softmax; `prob` leaves out the ids in `never` and, below TEMPERATURE_FLOOR,
+    puts all its mass on the argmax (logits / T would overflow to inf and softmax to NaN).
+    """
     check_sampling(temperature, top_k, top_p)
-    logits = logits.double()
+    logits = logits.double()  # (V,)
     raw = torch.softmax(logits, -1)
-    if temperature == 0:
+    drawable = logits.clone()
+    drawable[list(never)] = float("-inf")
+    if is_greedy(temperature):
         prob = torch.zeros_like(raw)
-        prob[int(logits.argmax())] = 1.0
+        prob[int(drawable.argmax())] = 1.0
     else:
-        prob = torch.softmax(filter_logits(logits[None], temperature, top_k, top_p)[0], -1)
+        prob = torch.softmax(filter_logits(drawable[None], temperature, top_k, top_p)[0], -1)  # (V,)
     return raw, prob
 
 
@@ -337,9 +359,7 @@ def _generator(model, seed: int | None) -> torch.Generator:
 
 
 def _draw(logits: torch.Tensor, temperature, top_k, top_p, generator) -> int:
-    from kqv.generate.sampling import next_token
-
-    return int(next_token(logits.float()[None], temperature, top_k, top_p, generator)[0])
+    return int(sample_next_token(logits.float()[None], temperature, top_k, top_p, generator)[0])
 
 
 def _maps_dict(maps: AttentionMaps, layer: int | None, head: int | None) -> dict:

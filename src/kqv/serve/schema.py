@@ -1,10 +1,19 @@
 """The JSON API's requests and answers, as pydantic models: FastAPI checks requests with them and
 describes both in /openapi.json. Answers are written by kqv.serve.explorer as plain dicts (and NumPy
-arrays, serialised by orjson); these classes are their documentation."""
+arrays, serialised by orjson); these classes are their documentation, and tests/serve/test_openapi_fuzz.py
+checks that what the server sends matches them."""
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kqv.serve.explorer import MAX_NEW_TOKENS, MAX_TEXT_CHARS
+from kqv.generate.sampling import MAX_SEED, TEMPERATURE_FLOOR
+from kqv.serve.explorer import MAX_NEW_TOKENS, MAX_TEMPERATURE, MAX_TEXT_CHARS
+
+# A character that str.strip() keeps: the explorer refuses texts that are empty once stripped. Written out
+# (not \S, whose meaning differs between pydantic's Rust regex, ECMA-262 and Python) with only \xHH and
+# \uHHHH escapes, which mean the same code points in all three; tests/serve/test_schema.py checks every code point.
+NOT_ONLY_SPACE = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
 
 class Strict(BaseModel):
@@ -16,7 +25,12 @@ class Strict(BaseModel):
 
 class TextRequest(Strict):
     model: str = Field(description="a model id from GET /api/models")
-    text: str = Field(max_length=MAX_TEXT_CHARS, description="the text (the source sentence, for translation)")
+    text: str = Field(
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        pattern=NOT_ONLY_SPACE,
+        description="the text (the source sentence, for translation): not empty, not only spaces",
+    )
 
 
 class AttentionRequest(TextRequest):
@@ -27,9 +41,17 @@ class AttentionRequest(TextRequest):
 
 
 class Sampling(Strict):
-    temperature: float = Field(1.0, ge=0.0, le=10.0, description="0 = always the most likely token")
+    temperature: float = Field(
+        1.0,
+        ge=0.0,
+        le=MAX_TEMPERATURE,
+        allow_inf_nan=False,
+        description=f"0 = always the most likely token (so is anything below {TEMPERATURE_FLOOR})",
+    )
     top_k: int | None = Field(None, ge=1, description="keep the k most likely tokens; null = all")
-    top_p: float | None = Field(None, gt=0.0, le=1.0, description="keep the most likely tokens up to mass p")
+    top_p: float | None = Field(
+        None, gt=0.0, le=1.0, allow_inf_nan=False, description="keep the most likely tokens up to mass p"
+    )
 
 
 class NextTokenRequest(TextRequest, Sampling):
@@ -39,10 +61,19 @@ class NextTokenRequest(TextRequest, Sampling):
 
 class GenerateRequest(TextRequest, Sampling):
     max_new_tokens: int = Field(100, ge=1, le=MAX_NEW_TOKENS)
-    seed: int | None = Field(None, description="seed of the draws; null = a new one each time")
+    # lt, not le: /openapi.json writes bounds as floats, and float(2^64 − 1) is 2^64, while 2^64 itself is exact
+    seed: int | None = Field(
+        None, ge=0, lt=MAX_SEED + 1, description="seed of the draws (0 … 2^64 − 1); null = a new one"
+    )
 
 
 # --- answers
+
+
+class Error(Strict):
+    """What every 4xx carries."""
+
+    error: str = Field(description="one line naming the problem and, where it helps, what to do")
 
 
 class ModelInfo(BaseModel):
@@ -111,3 +142,55 @@ class NextTokenAnswer(BaseModel):
     vocab_size: int
     entropy: float = Field(description="of the sampling distribution, in nats")
     tokens: list[NextTokenRow] = Field(description="the most likely tokens, most likely first")
+
+
+class GenerateToken(BaseModel):
+    token: int = Field(description="the token's id")
+    text: str = Field(description="the text this token completes (empty while a character is unfinished)")
+    label: str = Field(description="the token's own piece, made visible")
+    ms: float = Field(description="milliseconds this token took")
+
+
+class GenerateDone(BaseModel):
+    done: Literal[True]
+    text: str = Field(description="all the new text")
+    rest: str = Field(description="text no token line carried (an unfinished character at the end), if any")
+    tokens: int
+    tokens_per_s: float | None
+
+
+class Symbol(BaseModel):
+    value: int
+    meaning: str
+
+
+class TensorShape(BaseModel):
+    name: str = Field(description="the hook point, e.g. blocks.0.attn.pattern")
+    shape: list[int]
+    meaning: str
+
+
+class ParameterRow(BaseModel):
+    module: str
+    shapes: dict[str, list[int]] = Field(description="parameter name (weight, bias, …) -> shape")
+    count: int = Field(description="0 for a matrix counted under another module (tied)")
+    note: str
+
+
+class FlopRow(BaseModel):
+    part: str
+    per: str = Field(description="token, source token or target token")
+    formula: str
+    flops: int = Field(description="at this input's length")
+    flops_at_limit: int = Field(description="at the longest input the model takes")
+
+
+class ExplainAnswer(BaseModel):
+    model: str
+    family: str
+    notation: dict[str, Symbol] = Field(description="the letters of the shapes (B, T, C, nh, hs, V, …)")
+    tensors: list[TensorShape] = Field(description="every hook point of one forward pass, in order")
+    parameters: list[ParameterRow]
+    total_parameters: int
+    flops: list[FlopRow]
+    limit: int = Field(description="the length flops_at_limit assumes")
