@@ -14,7 +14,8 @@ def progress_enabled() -> bool:
     return sys.stdout.isatty() and sys.stderr.isatty() and not os.environ.get("KQV_NO_PROGRESS")
 
 
-def progress_bar(total: int, desc: str, unit: str = "it") -> tqdm:
+def progress_bar(total: int | None, desc: str, unit: str = "it") -> tqdm:
+    """A bar to `update(n)` as work is done; `total=None` when the amount is unknown (a count, no bar)."""
     return tqdm(
         total=total,
         desc=desc,

@@ -1,6 +1,10 @@
 import gzip
 import hashlib
 import json
+import os
+import re
+import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +22,7 @@ from kqv.data.text import (
 )
 from kqv.errors import UserError
 from kqv.tokenizer import CharTokenizer
+from tests.data.hazards import read_each
 
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
@@ -98,6 +103,136 @@ def test_a_bad_file_inside_a_folder_is_named(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe")
     with pytest.raises(UserError, match="bad.txt: looks like a binary file"):
         read_corpus(tmp_path)
+
+
+# --- paths that are not plain files: refused in one line, never a hang
+
+
+@pytest.fixture(scope="module")
+def hazards(tmp_path_factory) -> dict[str, str]:
+    """{case: read_corpus's error} for paths that would hang a careless reader, read in a child with a deadline."""
+    root = tmp_path_factory.mktemp("hazards")
+    os.mkfifo(root / "pipe")
+    (root / "link-to-pipe").symlink_to(root / "pipe")
+    (root / "with-pipe").mkdir()
+    (root / "with-pipe" / "a.txt").write_text("text")
+    os.mkfifo(root / "with-pipe" / "b.txt")
+    (root / "with-zero").mkdir()
+    (root / "with-zero" / "zero.txt").symlink_to("/dev/zero")
+    (root / "with-parent-link" / "sub").mkdir(parents=True)
+    (root / "with-parent-link" / "a.txt").write_text("text")
+    (root / "with-parent-link" / "sub" / "up").symlink_to("..")
+    (root / "with-self-link").mkdir()
+    (root / "with-self-link" / "me").symlink_to("me")
+    (root / "with-other-pipe").mkdir()
+    (root / "with-other-pipe" / "a.txt").write_text("text")
+    os.mkfifo(root / "with-other-pipe" / "pipe")  # not a .txt file: not part of the corpus
+    cases = {
+        "pipe": root / "pipe",
+        "link-to-pipe": root / "link-to-pipe",
+        "with-pipe": root / "with-pipe",
+        "/dev/zero": Path("/dev/zero"),
+        "with-zero": root / "with-zero",
+        "with-parent-link": root / "with-parent-link",
+        "with-self-link": root / "with-self-link",
+        "with-other-pipe": root / "with-other-pipe",
+    }
+    return {key: message.replace(str(root), "ROOT") for key, message in read_each_path(cases).items()}
+
+
+def read_each_path(cases: dict[str, Path]) -> dict[str, str]:
+    return read_each({key: ("kqv.data.text:read_corpus", path) for key, path in cases.items()})
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("pipe", "ROOT/pipe: is a FIFO (named pipe), not a regular file; give a UTF-8 text file or a folder of"),
+        ("link-to-pipe", "ROOT/link-to-pipe: is a FIFO (named pipe), not a regular file"),
+        ("with-pipe", "ROOT/with-pipe/b.txt: is a FIFO (named pipe), not a regular file; a corpus folder's .txt"),
+        ("/dev/zero", "/dev/zero: is a character device, not a regular file"),
+        ("with-zero", "ROOT/with-zero/zero.txt: is a character device, not a regular file"),
+        (
+            "with-parent-link",
+            "ROOT/with-parent-link/sub/up: is a symlink loop: it leads back to ROOT/with-parent-link,",
+        ),
+        ("with-self-link", "ROOT/with-self-link/me: is a symlink loop (following its links never reaches a file)"),
+        ("with-other-pipe", "read without an error"),
+    ],
+)
+def test_fifos_devices_and_link_loops_are_refused_in_one_line_without_hanging(hazards, case, message):
+    assert hazards[case].startswith(message)
+    assert "\n" not in hazards[case]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.symlink_to(p), r": is a symlink loop \(following its links never reaches a file\)"),
+        (lambda p: (p.symlink_to(p.with_name("b")), p.with_name("b").symlink_to(p)), ": is a symlink loop"),
+        (lambda p: p.symlink_to(p.with_name("gone.txt")), r": is a symlink to .*gone.txt, which does not exist"),
+        (lambda p: socket.socket(socket.AF_UNIX).bind(str(p)), ": is a socket, not a regular file"),
+        (lambda p: p.symlink_to("/dev/null"), ": is a character device, not a regular file"),
+        (
+            lambda p: (p.mkdir(), (p / "a.txt").symlink_to(p / "gone")),
+            r"/a.txt: is a symlink to .*gone, which does not",
+        ),
+        (lambda p: (p.mkdir(), (p / "x.txt").mkdir(), (p / "x.txt" / "y.md").write_text("x")), ": folder has no .txt"),
+    ],
+)
+def test_links_sockets_and_devices_are_one_line_errors(tmp_path, make, message):
+    path = tmp_path / "c"  # short: a socket's path must fit in 108 bytes
+    make(path)
+    with pytest.raises(UserError, match=re.escape(str(path)) + message) as err:
+        read_corpus(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_file_where_a_folder_is_expected_is_no_such_file(tmp_path):
+    (tmp_path / "a.txt").write_text("text")
+    with pytest.raises(UserError, match="a.txt/b.txt: no such file or folder"):
+        read_corpus(tmp_path / "a.txt" / "b.txt")
+
+
+def test_links_to_folders_are_followed_in_path_order(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "b.txt").write_text("linked")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("first")
+    (corpus / "m").symlink_to(tmp_path / "shared")  # read as m/b.txt
+    (corpus / "z.txt").symlink_to(tmp_path / "shared" / "b.txt")
+    (corpus / "dangling.md").symlink_to(tmp_path / "gone")  # not a .txt: ignored like any other file
+    assert read_corpus(corpus).text == "first\nlinked\nlinked"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions, so nothing is refused")
+def test_unreadable_files_and_folders_are_one_line_errors(tmp_path):
+    (tmp_path / "secret.txt").write_text("text")
+    (tmp_path / "secret.txt").chmod(0)
+    with pytest.raises(UserError, match=r"secret.txt: cannot read it \(Permission denied\)"):
+        read_corpus(tmp_path / "secret.txt")
+    (tmp_path / "closed").mkdir()
+    (tmp_path / "closed" / "a.txt").write_text("text")
+    (tmp_path / "closed").chmod(0o300)  # can enter, cannot list
+    try:
+        with pytest.raises(UserError, match=r"closed: cannot list the folder \(Permission denied\)"):
+            read_corpus(tmp_path)
+    finally:
+        (tmp_path / "closed").chmod(0o700)
+
+
+def test_errors_never_quote_the_corpus(tmp_path):
+    secret = "QZXJ7" * 4  # no two adjacent characters of it occur in a message or a path
+    for name, raw in [
+        ("latin1.txt", f"{secret} caf\xe9".encode("latin-1")),
+        ("nul.txt", f"{secret}\x00".encode()),
+        ("trailing.txt.gz", gzip.compress(b"text") + secret.encode()),  # gzip's own error quotes b'QZ'
+    ]:
+        (tmp_path / name).write_bytes(raw)
+        with pytest.raises(UserError, match=re.escape(name)) as err:
+            read_corpus(tmp_path / name)
+        assert not any(secret[i : i + 2] in str(err.value) for i in range(len(secret) - 1)), str(err.value)
 
 
 # --- splitting and caching tokens

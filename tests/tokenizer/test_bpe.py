@@ -81,3 +81,17 @@ def test_lone_surrogates_are_a_clear_error():
 def test_from_dict_rejects_a_broken_tokenizer_string():
     with pytest.raises(UserError, match="ckpt.pt: not a valid bpe tokenizer"):
         tokenizer_from_dict({"kind": "bpe", "tokenizer": TOK.to_dict()["tokenizer"][:-10]}, where="ckpt.pt")
+
+
+def test_special_tokens_spelled_out_in_a_text_are_encoded_as_text(tmp_path):
+    """A translation source that says "</s>" must not end the sentence there, nor "<pad>" pad it."""
+    from kqv.tokenizer import load_tokenizer, save_tokenizer
+
+    specials = ("<pad>", "<s>", "</s>")
+    trained = BPETokenizer.train(["a text with </s> and <pad> and <s> in it"] * 20, 300, specials)
+    save_tokenizer(trained, tmp_path / "tokenizer.json")
+    for tok in (trained, load_tokenizer(tmp_path / "tokenizer.json")):
+        text = "stop </s> here <pad><s>"
+        ids = tok.encode(text)
+        assert not {0, 1, 2} & set(ids) and tok.decode(ids) == text
+        assert [tok.token_id(s) for s in specials] == [0, 1, 2]

@@ -11,7 +11,7 @@ Two layouts are read:
 Either may be gzip-compressed (recognised by its first two bytes). Every field
 is stripped of surrounding whitespace and normalised to Unicode NFC, so the same
 text typed two ways gets the same tokens. A problem with a file is a `UserError`
-naming the file and the line.
+naming the file and the line, never quoting the line (the file may be /etc/passwd).
 
 `split_pairs` then holds out a test and a validation set from one list of
 pairs, reproducibly from a seed:
@@ -31,6 +31,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import NamedTuple
 
+from kqv.data.text import read_regular_file
 from kqv.errors import UserError
 
 Pair = tuple[str, str]  # (source, target)
@@ -39,7 +40,6 @@ EMBEDDED_NAME = "bible-en-es.tsv.gz"
 EMBEDDED_PAIRS = 28_142
 MIN_PAIRS_TO_SPLIT = 20
 HELD_OUT_SHARE = 0.1  # a carved-out set takes at most this share of the pairs it is drawn from
-PREVIEW_CHARS = 40
 
 
 class Verse(NamedTuple):
@@ -78,8 +78,8 @@ def _read_columns(path: Path, cols: tuple[int, ...], header: bool) -> list[tuple
     first = 2 if header else 1
     rows = []
     for number, line in enumerate(lines[first - 1 :], start=first):
-        if "\t" not in line:
-            what = "is blank" if not line.strip() else f"has no tab: {_preview(line)}"
+        if "\t" not in line:  # the line's text stays out of the message: the file may hold secrets
+            what = "is blank" if not line.strip() else f"has no tab (1 column of {len(line):,} characters)"
             raise UserError(
                 f"{path}:{number}: the line {what}; each line must hold a pair, source<TAB>target "
                 "(remove blank lines; a file of one sentence per line needs its translation in a second file)"
@@ -136,23 +136,15 @@ def _clean(text: str) -> str:
     return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
-def _preview(line: str) -> str:
-    return repr(line[:PREVIEW_CHARS] + ("…" if len(line) > PREVIEW_CHARS else ""))
-
-
 def _read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 file, plain or gzip, without line endings (a final newline ends the last line)."""
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder; give a text file (plain or .gz)")
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
+    """The lines of a UTF-8 file, plain or gzip, without line endings (a final newline ends the last line).
+
+    Errors name the file and the line, never the line's text."""
+    raw = read_regular_file(path, "give a text file (plain or .gz)")
     try:
-        raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except OSError as exc:  # gzip.BadGzipFile is an OSError
-        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except (EOFError, zlib.error):
+    except (EOFError, OSError, zlib.error):  # gzip.BadGzipFile is an OSError; its message quotes the file's bytes
         raise UserError(f"{path}: the gzip file is truncated or damaged") from None
     try:
         text = raw.decode("utf-8-sig")

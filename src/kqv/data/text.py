@@ -16,9 +16,13 @@ The pipeline, as in nanoGPT's `prepare.py` and `get_batch`:
        window  ^-------^          y = [9 2 7 4]
 """
 
+import errno
 import gzip
 import hashlib
 import json
+import os
+import stat
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -52,8 +56,11 @@ def read_corpus(path: str | Path | None = None) -> Corpus:
     """The embedded Tiny Shakespeare (None), another embedded corpus ("embedded:kitchen"),
     a UTF-8 text file, or a folder of `*.txt` files.
 
-    A folder's files (searched recursively, hidden ones skipped) are read in order of
-    their paths and joined with a newline between files.
+    A folder's files (searched recursively through links, hidden ones skipped) are read in
+    order of their paths and joined with a newline between files. Anything that cannot be
+    read whole is a one-line UserError before any text is read: a FIFO, a device or a socket
+    (it may never end), a symlink loop, or in a folder a `.txt` name that is not a regular
+    file or a link back to a folder that holds it.
     """
     if path is None:
         path = EMBEDDED_SOURCE
@@ -65,40 +72,137 @@ def read_corpus(path: str | Path | None = None) -> Corpus:
         raw = (files("kqv.data") / "corpora" / EMBEDDED[name]).read_bytes()
         return Corpus(gzip.decompress(raw).decode(), f"embedded:{name}")
     path = Path(path)
-    if path.is_dir():
-        paths = sorted(
-            (p for p in path.rglob("*.txt") if p.is_file() and not _is_hidden(p.relative_to(path))),
-            key=lambda p: p.relative_to(path).as_posix(),
-        )
+    missing = (
+        "no such file or folder; give a UTF-8 text file or a folder of .txt files "
+        "(or no path for the embedded Shakespeare)"
+    )
+    mode = _stat_input(path, missing).st_mode
+    if stat.S_ISDIR(mode):
+        paths = _corpus_files(path)
         if not paths:
             raise UserError(f"{path}: folder has no .txt files; a corpus folder holds UTF-8 text files ending in .txt")
         text = "\n".join(_read_text_file(p) for p in paths)
-    elif path.exists():
+    elif stat.S_ISREG(mode):
         text = _read_text_file(path)
     else:
-        raise UserError(
-            f"{path}: no such file or folder; give a UTF-8 text file or a folder of .txt files "
-            "(or no path for the embedded Shakespeare)"
+        raise _not_a_file(
+            path, mode, "give a UTF-8 text file or a folder of .txt files (save a stream to a file first)"
         )
     if not text.strip():
         raise UserError(f"{path}: the corpus is empty or only whitespace; a GPT needs text to learn from")
     return Corpus(text, str(path))
 
 
-def _is_hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
+def _stat_input(path: Path, missing: str) -> os.stat_result:
+    """`os.stat(path)` (through links), or a UserError naming `path`: `missing` says what to give instead."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(
+                f"{path}: is a symlink loop (following its links never reaches a file); "
+                "point it at a real file or folder"
+            ) from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            if os.path.islink(path):
+                raise UserError(f"{path}: is a symlink to {os.readlink(path)}, which does not exist") from None
+            raise UserError(f"{path}: {missing}") from None
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+_NOT_FILES = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # 0 on Windows, which has no FIFOs to block on
+_OPEN_FLAGS = os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def _not_a_file(path: Path, mode: int, advice: str) -> UserError:
+    """The error for reading `path` whole when its `st_mode` is not a regular file's."""
+    kind = _NOT_FILES.get(stat.S_IFMT(mode), "not a regular file")
+    return UserError(f"{path}: is {kind}, not a regular file; {advice}")
+
+
+def read_regular_file(path: Path, advice: str = "give a regular file") -> bytes:
+    """All bytes of a regular file; a FIFO, a device, a socket or a folder is a UserError, never a hang.
+
+    Checked twice: by `stat` before opening (opening a device can have effects), and on the open
+    file, opened without blocking, in case the path changed in between (a FIFO with no writer
+    blocks an ordinary open forever, and /dev/zero never ends).
+    """
+    mode = _stat_input(path, "no such file").st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_a_file(path, mode, advice)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    with open(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_a_file(path, mode, advice)
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        try:
+            return f.read()
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _corpus_files(folder: Path) -> list[Path]:
+    """The `*.txt` files under `folder`, in order of their relative paths; links are followed, hidden names skipped.
+
+    A link to a folder that contains it (a loop) or a `.txt` name that is not a regular file is a
+    UserError: skipping it would silently train on less than the folder holds.
+    """
+    found = []  # (relative path, path)
+    stack = [(folder, "", {_identity(_stat_input(folder, "no such folder"))})]  # (folder, relative, folders it is in)
+    while stack:
+        directory, relative, ancestors = stack.pop()
+        try:
+            names = sorted(entry.name for entry in os.scandir(directory))
+        except OSError as exc:
+            raise UserError(f"{directory}: cannot list the folder ({exc.strerror or exc})") from None
+        for name in names:
+            if name.startswith("."):
+                continue
+            path, rel = directory / name, f"{relative}{name}"
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP or name.endswith(".txt"):
+                    _stat_input(path, "cannot be read")  # raises the error that explains why
+                continue  # a broken link not named .txt is ignored, like any other file not named .txt
+            if stat.S_ISDIR(st.st_mode):
+                if _identity(st) in ancestors:
+                    raise UserError(
+                        f"{path}: is a symlink loop: it leads back to {path.resolve()}, a folder that holds it, "
+                        "so the corpus would never end; remove the link"
+                    )
+                stack.append((path, f"{rel}/", ancestors | {_identity(st)}))
+            elif name.endswith(".txt"):
+                if not stat.S_ISREG(st.st_mode):
+                    raise _not_a_file(path, st.st_mode, "a corpus folder's .txt files must be text files: move it out")
+                found.append((rel, path))
+    return [path for _, path in sorted(found)]
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 def _read_text_file(path: Path) -> str:
     """One UTF-8 file (a leading byte-order mark is dropped; gzip is undone)."""
+    raw = read_regular_file(path, "give a UTF-8 text file or a folder of .txt files (save a stream to a file first)")
     try:
-        raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except EOFError:
-        raise UserError(f"{path}: the gzip file is truncated") from None
+    except (EOFError, OSError, zlib.error):  # gzip.BadGzipFile is an OSError; its message quotes the file's bytes
+        raise UserError(f"{path}: the gzip file is truncated or damaged") from None
     binary = f"{path}: looks like a binary file, not UTF-8 text"
     if b"\x00" in raw:
         raise UserError(f"{binary} (it holds NUL bytes; UTF-16 text must be converted to UTF-8 first)")
@@ -144,7 +248,8 @@ def prepare_tokens(corpus: Corpus, tokenizer: Encoder, cache_dir: str | Path | N
     """Token ids of `corpus`, split 90/10, cached in `cache_dir` (None: kept in memory only).
 
     The cache is `train.bin`, `val.bin` (raw ids in the machine's byte order) and
-    `meta.json`; it is reused only when the corpus text and the tokenizer are the same.
+    `meta.json`; it is reused only when the corpus text and the tokenizer are the same and
+    both files still have the sha256 recorded in meta.json (a damaged cache is encoded again).
     """
     meta = _cache_meta(corpus, tokenizer)
     if cache_dir is not None:
@@ -181,6 +286,7 @@ def _encode_tokens(corpus: Corpus, tokenizer: Encoder, cache_dir: str | Path | N
     atomic_write_bytes(cache_dir / "train.bin", train.tobytes())
     atomic_write_bytes(cache_dir / "val.bin", val.tobytes())
     meta |= {"train_tokens": len(train), "val_tokens": len(val), "corpus_source": corpus.source}
+    meta |= {"train_sha256": _sha256(train), "val_sha256": _sha256(val)}  # a damaged cache is encoded again
     atomic_write_bytes(cache_dir / "meta.json", (json.dumps(meta, indent=1) + "\n").encode())
     return TokenData(
         _open_tokens(cache_dir / "train.bin", dtype, len(train)),
@@ -200,10 +306,16 @@ def _load_cache(cache_dir: Path, expected: dict) -> TokenData | None:
         lengths = {"train": int(meta["train_tokens"]), "val": int(meta["val_tokens"])}
         if any((cache_dir / f"{split}.bin").stat().st_size != n * dtype.itemsize for split, n in lengths.items()):
             return None
+        splits = {split: _open_tokens(cache_dir / f"{split}.bin", dtype, n) for split, n in lengths.items()}
+        if any(meta.get(f"{split}_sha256") != _sha256(ids) for split, ids in splits.items()):
+            return None  # a flipped byte in the ids (or a cache written before the checksums): encode again
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing or damaged: encode again
-    splits = {split: _open_tokens(cache_dir / f"{split}.bin", dtype, n) for split, n in lengths.items()}
     return TokenData(splits["train"], splits["val"], meta["vocab_size"], reused=True)
+
+
+def _sha256(ids: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(ids).data).hexdigest()
 
 
 def _open_tokens(path: Path, dtype: np.dtype, n: int) -> np.ndarray:
@@ -282,6 +394,12 @@ class BatchSampler:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        generator = state["generator"]
+        size = self.generator.get_state().numel()
+        if not (isinstance(generator, list) and len(generator) == size and all(_byte(b) for b in generator)):
+            raise ValueError(f"its generator state is not {size} byte values")
+        if not (_whole(state["seed"]) and _whole(state["batches_drawn"])):
+            raise ValueError("its seed and batch count must be whole numbers ≥ 0")
         saved = (state["block_size"], state["batch_size"], state["n_tokens"])
         if saved != (self.block_size, self.batch_size, len(self.tokens)):
             raise UserError(
@@ -292,6 +410,14 @@ class BatchSampler:
         self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
         self.seed = state["seed"]
         self.batches_drawn = state["batches_drawn"]
+
+
+def _byte(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def consecutive_batches(tokens: np.ndarray, block_size: int, batch_size: int) -> Iterator[Batch]:
