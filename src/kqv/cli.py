@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 141
     finally:
-        _install(signal.SIGTERM, previous)
+        if argv is None:  # a kqv process, about to exit: a late Ctrl-C or SIGTERM has nothing left to stop
+            _install(signal.SIGINT, signal.SIG_IGN)
+            _install(signal.SIGTERM, signal.SIG_IGN)
+        else:  # called from Python (tests, notebooks): leave the signals as they were
+            _install(signal.SIGTERM, previous)
     return 0
 
 

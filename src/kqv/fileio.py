@@ -12,6 +12,7 @@ _ADVICE = {
     errno.ENOSPC: "the disk is full; free some space and try again",
     errno.EDQUOT: "the disk quota is used up; free some space and try again",
     errno.EROFS: "the file system is read-only; choose a folder you can write to",
+    errno.EFBIG: "the file is larger than this process may write (a file-size limit, ulimit -f)",
     errno.EACCES: "permission denied; choose a folder you can write to",
     errno.EPERM: "permission denied; choose a folder you can write to",
     errno.EISDIR: "a folder is in the way where the file belongs; move it aside",

@@ -141,6 +141,11 @@ class Trainer:
         if problem:
             raise UserError(f"{path}: damaged: {problem}; it cannot resume")
         for key, value in self.stamp.items():
+            if key == "config_sha256" and meta.get(key, value) != value:
+                raise UserError(
+                    f"{self.run_dir}/config.json: damaged or changed since {path.name} was written "
+                    "(its sha256 is not the one recorded)"
+                )
             if key in meta and meta[key] != value:
                 raise UserError(
                     f"{path}: it was written for another {key.replace('_', ' ')}; it cannot resume this run"

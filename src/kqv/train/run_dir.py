@@ -250,6 +250,8 @@ def claim_resume(resume: str, kind: str, needed: tuple[str, ...], lock: bool = T
                 "(model.safetensors still holds its best weights for sampling)"
             )
         for name in ("tokenizer.json", *needed, *(("trainer.safetensors",) if has_state else ())):
+            if (run_dir / name).is_dir():
+                raise UserError(f"{run_dir / name}: a folder is where this file belongs; move it aside")
             if not (run_dir / name).is_file():
                 raise UserError(f"--resume {run_dir}: {name} is missing, so the run cannot continue exactly")
         if lock:

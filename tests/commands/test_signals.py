@@ -1,0 +1,64 @@
+"""Ctrl-C and SIGTERM, at start-up or mid-run: one line (`kqv: interrupted`, exit 130; `kqv: terminated`,
+exit 143), no traceback, and a run directory that `--resume` finishes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kqv.data.text import read_corpus
+from kqv.train.checkpoint import read_safetensors
+
+ENV = {**os.environ, "KQV_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+SIGNALS = {"SIGINT": (signal.SIGINT, "kqv: interrupted", 130), "SIGTERM": (signal.SIGTERM, "kqv: terminated", 143)}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "shakespeare-20k.txt"
+    path.write_text(read_corpus(None).text[:20_000], encoding="utf-8")
+    return path
+
+
+def start(corpus: Path, out: Path) -> subprocess.Popen:
+    args = ["gpt", "train", "--preset", "tiny", "--device", "cpu", "--data", str(corpus), "--out", str(out)]
+    args += ["--set", "train.max_iters=300", "--set", "train.eval_interval=10", "--set", "train.eval_iters=2"]
+    return subprocess.Popen([sys.executable, "-m", "kqv", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV)  # fmt: skip
+
+
+def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path.name} appeared: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"no {path.name} within {seconds} s"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("moment", ["start-up", "mid-run"])
+@pytest.mark.parametrize("name", list(SIGNALS))
+def test_a_signal_is_one_line_and_the_run_resumes(corpus, tmp_path, name, moment):
+    signum, line, code = SIGNALS[name]
+    out = tmp_path / "run"
+    proc = start(corpus, out)
+    try:
+        # start-up: config.json is written, the first trainer state is not; mid-run: after a checkpoint
+        wait_for(out / ("config.json" if moment == "start-up" else "trainer.safetensors"), proc)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert (proc.returncode, err.strip().splitlines()) == (code, [line])
+    assert not (out / ".kqv-lock").exists() and not list(out.rglob(".*.tmp"))
+    resumed = subprocess.run(
+        [sys.executable, "-m", "kqv", "gpt", "train", "--resume", str(out), "--stop-at", "20"],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_safetensors(out / "trainer.safetensors")[1]["step"] == 20
