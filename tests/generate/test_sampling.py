@@ -25,6 +25,7 @@ from kqv.generate.sampling import (
 )
 from kqv.models.gpt import GPT
 from kqv.nn.positional import POSITIONAL
+from tests.nn.sharp import sharp_gpt
 
 V, BLOCK = 13, 8
 
@@ -284,15 +285,8 @@ EVERY_MASK = ["causal", "none", "anticausal", "window:1", "window:3", f"window:{
 
 
 def random_gpt(pos, mask, dtype=torch.float32, seed=0):
-    """3 layers with weights far from GPT-2's small init: sharp attention, so a wrong window or stale key shows."""
-    torch.manual_seed(seed)
     config = GPTConfig(vocab_size=V, block_size=BLOCK, n_layer=3, n_head=2, n_embd=16, pos_encoding=pos, mask=mask)
-    model = GPT(config).eval().to(dtype)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.3)
-    return model
+    return sharp_gpt(config, seed, dtype)
 
 
 def reference_start(n: int, window: str) -> int:

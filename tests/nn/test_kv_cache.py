@@ -8,6 +8,7 @@ from kqv.config import GPTConfig
 from kqv.models.gpt import GPT
 from kqv.nn.kv_cache import KVCache, LayerCache
 from kqv.nn.positional import POSITIONAL
+from tests.nn.sharp import sharp_gpt
 
 V, BLOCK = 13, 12
 
@@ -163,15 +164,8 @@ CACHE_EXACT = [m for m in EVERY_MASK if m != "none"]
 
 
 def random_gpt(pos, mask, dtype=torch.float32, seed=0):
-    """3 layers with weights far from GPT-2's small init, so attention is sharp and a stale key shows in the logits."""
-    torch.manual_seed(seed)
     config = GPTConfig(vocab_size=V, block_size=BLOCK, n_layer=3, n_head=2, n_embd=16, pos_encoding=pos, mask=mask)
-    model = GPT(config).eval().to(dtype)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.3)
-    return model
+    return sharp_gpt(config, seed, dtype)
 
 
 @torch.no_grad()

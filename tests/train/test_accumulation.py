@@ -15,6 +15,7 @@ from kqv.config import TrainConfig, TransformerConfig
 from kqv.data.batching import TranslationBatch
 from kqv.models.transformer import Transformer
 from kqv.train.loop import Trainer
+from tests.train.test_resume import ListBatches
 
 PAD, BOS, EOS = 0, 1, 2
 CONFIG = TransformerConfig(
@@ -41,21 +42,6 @@ def batch_of(pairs: list[tuple[list[int], list[int]]]) -> TranslationBatch:
 def random_pairs(g: torch.Generator, n: int, tgt_len: int) -> list[tuple[list[int], list[int]]]:
     ids = lambda k: torch.randint(3, CONFIG.vocab_size, (k,), generator=g).tolist()  # noqa: E731
     return [(ids(int(torch.randint(2, 9, (1,), generator=g))), ids(tgt_len)) for _ in range(n)]
-
-
-class ListBatches:
-    def __init__(self, batches):
-        self.batches, self.drawn = list(batches), 0
-
-    def next_batch(self):
-        self.drawn += 1
-        return self.batches[self.drawn - 1]
-
-    def state_dict(self):
-        return {"drawn": self.drawn}
-
-    def load_state_dict(self, state):
-        self.drawn = state["drawn"]
 
 
 def accumulated_gradients(run_dir: Path, micro: list[TranslationBatch]) -> tuple[dict, float]:

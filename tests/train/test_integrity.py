@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from kqv.config import GPTConfig, TransformerConfig
-from kqv.data.text import read_corpus
 from kqv.errors import UserError
 from kqv.models.gpt import GPT
 from kqv.models.transformer import Transformer
@@ -31,12 +30,10 @@ def quiet(_: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def stopped(tmp_path_factory) -> Path:
+def stopped(tmp_path_factory, corpus_20k) -> Path:
     """A run stopped at step 3 of 6: every file a resume reads is there."""
-    corpus = tmp_path_factory.mktemp("corpus") / "shakespeare-20k.txt"
-    corpus.write_text(read_corpus(None).text[:20_000], encoding="utf-8")
     run_dir = tmp_path_factory.mktemp("stopped") / "run"
-    train_gpt("tiny", str(corpus), str(run_dir), overrides=SETTINGS, device="cpu", stop_at=3, say=quiet)
+    train_gpt("tiny", str(corpus_20k), str(run_dir), overrides=SETTINGS, device="cpu", stop_at=3, say=quiet)
     return run_dir
 
 

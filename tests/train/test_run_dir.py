@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import kqv.fileio
-from kqv.data.text import read_corpus
 from kqv.errors import UserError
 from kqv.train.checkpoint import read_safetensors
 from kqv.train.gpt_run import train_gpt
@@ -28,10 +27,8 @@ def quiet(_: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("corpus") / "shakespeare-20k.txt"
-    path.write_text(read_corpus(None).text[:20_000], encoding="utf-8")
-    return str(path)
+def corpus(corpus_20k) -> str:
+    return str(corpus_20k)
 
 
 def train(corpus: str, out: Path, **kwargs):

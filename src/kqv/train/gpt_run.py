@@ -16,7 +16,7 @@ import torch
 
 from kqv import __version__
 from kqv.config import ConfigError, GPTConfig, TrainConfig, apply_overrides, from_dict, load_preset, to_dict
-from kqv.errors import Terminated, UserError
+from kqv.errors import UserError
 from kqv.fileio import atomic_write_bytes
 from kqv.models.gpt import GPT
 from kqv.train import distributed
@@ -24,13 +24,12 @@ from kqv.train.checkpoint import load_model_tensors, read_safetensors
 from kqv.train.loop import Trainer, TrainResult
 from kqv.train.memory import check_gpt_loading, check_gpt_training
 from kqv.train.run_dir import (
-    Claim,
     claim_new,
     claim_resume,
     config_sha256,
     configure_device,
     gpt_amp,
-    out_of_memory,
+    holding,
     pick_device,
     read_config,
     run_status,
@@ -96,22 +95,10 @@ def train_gpt(
     with distributed.session(pick_device(device)) as device:
         if not distributed.is_main():
             say = _quiet
-        claims: list[Claim] = []  # rank 0's hold on the run directory, once it has one
-        try:
+        with holding([]) as claims:  # rank 0's hold on the run directory, once it has one
             return _train_gpt(
                 preset, data, out, max_iters, overrides, resume, device, compile_model, stop_at, say, started, claims
             )
-        except BaseException as exc:
-            for claim in claims:
-                claim.failed(interrupted=isinstance(exc, KeyboardInterrupt | Terminated))
-            if out_of_memory(exc):
-                raise UserError(
-                    f"out of memory: {str(exc).splitlines()[0][:200]}; choose a smaller model or batch"
-                ) from None
-            raise
-        finally:
-            for claim in claims:
-                claim.release()
 
 
 def _quiet(_: str) -> None:

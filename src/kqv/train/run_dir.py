@@ -23,13 +23,14 @@ write leaves (`.NAME.*.tmp`).
 import json
 import re
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from kqv.config import ConfigError, TrainConfig, from_dict
-from kqv.errors import UserError
+from kqv.errors import Terminated, UserError
 from kqv.fileio import remove_temporaries, sha256_file, write_error
 from kqv.train.run_lock import LOCK_NAME, RunLock, in_use_message
 
@@ -164,6 +165,26 @@ class Claim:
 
     def release(self) -> None:
         self.lock.release()
+
+
+@contextmanager
+def holding(claims: list[Claim]):
+    """Run a training with `claims` (filled in once it has claimed its run directory), then release them.
+
+    On the way out with an exception, each claim tidies up (`Claim.failed`), and an allocation failure
+    from torch becomes one line."""
+    try:
+        yield claims
+    except BaseException as exc:
+        for claim in claims:
+            claim.failed(interrupted=isinstance(exc, KeyboardInterrupt | Terminated))
+        if out_of_memory(exc):
+            first = (str(exc).splitlines() or [""])[0][:200]
+            raise UserError(f"out of memory: {first}; choose a smaller model or batch") from None
+        raise
+    finally:
+        for claim in claims:
+            claim.release()
 
 
 def _lock(path: Path, fresh: bool) -> tuple[RunLock, Path | None]:

@@ -27,18 +27,17 @@ from kqv.config import (
     load_preset,
     to_dict,
 )
-from kqv.errors import Terminated, UserError
+from kqv.errors import UserError
 from kqv.fileio import atomic_write_bytes, sha256_file
 from kqv.models.transformer import Transformer
 from kqv.train.checkpoint import load_model_tensors, read_safetensors
 from kqv.train.loop import Trainer, TrainResult
 from kqv.train.memory import check_transformer_loading, check_transformer_training
 from kqv.train.run_dir import (
-    Claim,
     claim_new,
     claim_resume,
     config_sha256,
-    out_of_memory,
+    holding,
     pick_device,
     read_config,
     run_status,
@@ -166,8 +165,7 @@ def train_translation(
     The run directory is locked for the whole call, and a failed start leaves no half-made run
     (see kqv.train.gpt_run.train_gpt, which behaves the same)."""
     started = time.perf_counter()
-    claims: list[Claim] = []
-    try:
+    with holding([]) as claims:
         return _train_translation(
             preset,
             data,
@@ -182,17 +180,6 @@ def train_translation(
             started,
             claims,
         )
-    except BaseException as exc:
-        for claim in claims:
-            claim.failed(interrupted=isinstance(exc, KeyboardInterrupt | Terminated))
-        if out_of_memory(exc):
-            raise UserError(
-                f"out of memory: {str(exc).splitlines()[0][:200]}; choose a smaller model or batch"
-            ) from None
-        raise
-    finally:
-        for claim in claims:
-            claim.release()
 
 
 def _train_translation(
