@@ -1,6 +1,7 @@
 """Written-out attention vs a NumPy float64 reference and vs `F.scaled_dot_product_attention`;
 MultiHeadAttention's fast path vs its eager path; patterns; fully masked rows; the √hs scale;
-every score × mask × positional encoding trains (finite gradients)."""
+every score × mask × positional encoding trains (finite gradients); `choose_kernel` follows its
+table, and the forward pass calls the kernel it names, building positions at most once."""
 
 import math
 
@@ -9,7 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kqv.nn.attention import AttentionOutput, MultiHeadAttention, attention
+import kqv.nn.attention as attention_module
+from kqv.nn.attention import (
+    KERNELS,
+    AttentionOutput,
+    MultiHeadAttention,
+    attention,
+    choose_kernel,
+    has_fully_masked_row,
+)
+from kqv.nn.kv_cache import LayerCache
 from kqv.nn.masks import allowed_positions, with_key_padding
 from kqv.nn.positional import make_positional
 from kqv.nn.scores import SCORES, make_score
@@ -346,3 +356,177 @@ def test_every_score_mask_and_position_trains_with_finite_gradients(score, mask,
             assert p.grad is not None, name
             assert torch.isfinite(p.grad).all(), name
         assert m.in_proj.weight.grad.abs().sum() > 0  # the scores, hence q, shape the output
+
+
+# --- which kernel: choose_kernel's table, and the forward pass calling what it names -----------------------------
+
+ANY = object()
+# (start, T, Tk) of one call; the queries are the last T keys when start + T == Tk
+SHAPES = {
+    "training": (0, 5, 5),
+    "first_token": (0, 1, 1),
+    "one_cached_token": (4, 1, 5),
+    "prefill_after_cache": (4, 3, 7),
+    "cross_keys": (0, 5, 7),  # queries are not the last keys
+    "start_without_cache": (3, 4, 4),  # the keys are only this call's, at 0 … 3
+}
+IS_CAUSAL_FITS = {"training", "first_token", "one_cached_token"}
+# choose_kernel's docstring table as a partition: every input matches exactly one row. Columns: pattern_read,
+# score_bias, fused_score, causal_self, shape names, fully_masked_row -> kernel. ANY in the last column: not read.
+KERNEL_TABLE = [
+    (True, ANY, ANY, ANY, ANY, ANY, "written_out"),
+    (False, True, ANY, ANY, ANY, ANY, "written_out"),
+    (False, False, False, ANY, ANY, ANY, "written_out"),
+    (False, False, True, True, IS_CAUSAL_FITS, ANY, "sdpa_causal"),
+    (False, False, True, True, set(SHAPES) - IS_CAUSAL_FITS, False, "sdpa_masked"),
+    (False, False, True, True, set(SHAPES) - IS_CAUSAL_FITS, True, "written_out"),
+    (False, False, True, False, ANY, False, "sdpa_masked"),
+    (False, False, True, False, ANY, True, "written_out"),
+]
+
+
+def table_rows(inputs):
+    def fits(cell, value):
+        return cell is ANY or (value in cell if isinstance(cell, set) else cell == value)
+
+    return [row for row in KERNEL_TABLE if all(fits(cell, value) for cell, value in zip(row[:6], inputs, strict=True))]
+
+
+@pytest.mark.parametrize("fully_masked", [False, True], ids=["rows_see_keys", "fully_masked_row"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("causal_self", [False, True], ids=["other_mask", "causal_self"])
+@pytest.mark.parametrize("fused_score", [False, True], ids=["other_score", "scaled_dot"])
+@pytest.mark.parametrize("score_bias", [False, True], ids=["no_bias", "bias"])
+@pytest.mark.parametrize("pattern_read", [False, True], ids=["no_pattern", "pattern"])
+def test_choose_kernel_follows_its_table(pattern_read, score_bias, fused_score, causal_self, shape, fully_masked):
+    rows = table_rows((pattern_read, score_bias, fused_score, causal_self, shape, fully_masked))
+    assert len(rows) == 1, rows  # the table covers every case once
+    asked = []
+
+    def fully_masked_row():
+        asked.append(True)
+        return fully_masked
+
+    start, t, tk = SHAPES[shape]
+    kernel = choose_kernel(
+        pattern_read=pattern_read,
+        score_bias=score_bias,
+        fused_score=fused_score,
+        causal_self=causal_self,
+        start=start,
+        T=t,
+        Tk=tk,
+        fully_masked_row=fully_masked_row,
+    )
+    assert kernel == rows[0][-1] and kernel in KERNELS
+    assert len(asked) == (0 if rows[0][5] is ANY else 1)  # the mask (a device sync) is read only where it decides
+
+
+@pytest.mark.parametrize("shape", [s for s, (start, t, tk) in SHAPES.items() if start + t == tk])
+def test_is_causal_is_the_causal_mask_exactly_where_choose_kernel_uses_it(shape):
+    start, t, tk = SHAPES[shape]
+    q, k, v = qkv(seed=7, tq=t, tk=tk)
+    allowed = allowed_positions("causal", torch.arange(start, start + t), torch.arange(tk))  # (T, Tk)
+    expected, _ = attention(q, k, v, make_score("scaled_dot", NH, HS), allowed)
+    kernel = choose_kernel(
+        pattern_read=False,
+        score_bias=False,
+        fused_score=True,
+        causal_self=True,
+        start=start,
+        T=t,
+        Tk=tk,
+        fully_masked_row=lambda: has_fully_masked_row(allowed),
+    )
+    fused = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)  # what the sdpa_causal kernel computes
+    agree = torch.allclose(fused, expected, atol=1e-6, rtol=1e-5)
+    assert (kernel == "sdpa_causal") == (shape in IS_CAUSAL_FITS)
+    assert agree == (kernel == "sdpa_causal")  # after a cache, is_causal's triangle sits in the wrong corner
+
+
+def test_has_fully_masked_row_matches_a_loop_over_rows():
+    g = torch.Generator().manual_seed(8)
+    for density in (0.1, 0.3, 0.6, 0.9):
+        for _ in range(20):
+            allowed = torch.rand(B, 1, T, T, generator=g) < density
+            by_loop = any(not any(row) for row in allowed.reshape(-1, T).tolist())
+            assert has_fully_masked_row(allowed) == by_loop
+    assert has_fully_masked_row(None) is False  # no mask: every query sees every key
+
+
+def key_padding_rows(kind, tk):
+    pad = torch.zeros(B, tk, dtype=torch.bool)
+    if kind == "some":
+        pad[0, -2:] = True  # row 0 right-padded: every query still sees a key
+    elif kind == "all_of_row_1":
+        pad[1] = True  # row 1 is all padding: its queries see nothing
+    return pad
+
+
+FORWARD_CASES = {  # name: (MultiHeadAttention and call settings, kernel, is_causal, positions() calls)
+    "training": ({"train": True}, "sdpa_causal", True, 0),
+    "one_cached_token": ({"cached": 4, "t": 1}, "sdpa_causal", False, 0),
+    "prefill_after_cache": ({"cached": 3, "t": 2}, "sdpa_masked", None, 1),
+    "cross_key_padding": ({"context": 7, "padding": "some"}, "sdpa_masked", None, 0),
+    "mask_none": ({"mask": "none"}, "sdpa_masked", None, 0),
+    "window_3": ({"mask": "window:3"}, "sdpa_masked", None, 1),
+    "alibi": ({"pos": "alibi"}, "written_out", None, 1),
+    "rope": ({"pos": "rope"}, "sdpa_causal", True, 1),
+    "score_dot": ({"score": "dot"}, "written_out", None, 1),
+    "need_pattern": ({"need_pattern": True}, "written_out", None, 1),
+    "hook_on_pattern": ({"hook": True}, "written_out", None, 1),
+    "fully_masked_padding_row": ({"padding": "all_of_row_1"}, "written_out", None, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(FORWARD_CASES))
+def test_forward_calls_the_kernel_choose_kernel_names(case, monkeypatch):
+    setting, expected, is_causal, n_positions = FORWARD_CASES[case]
+    m = mha(setting.get("mask", "causal"), setting.get("score", "scaled_dot"), bias=True).train(
+        setting.get("train", False)
+    )
+    positional = make_positional(setting.get("pos", "none"), C, NH, 16)
+    t, cached = setting.get("t", T), setting.get("cached", 0)
+    cache = LayerCache(B, NH, 16, HS) if cached else None
+    if cache is not None:  # the cached positions, before any spy
+        m(x_input(8, t=cached), cache=cache, positional=positional)
+    context = x_input(9, t=setting["context"]) if "context" in setting else None
+    tk = context.shape[1] if context is not None else cached + t
+    kwargs = {
+        "context": context,
+        "key_padding": key_padding_rows(setting["padding"], tk) if "padding" in setting else None,
+        "cache": cache,
+        "start": cached,
+        "need_pattern": setting.get("need_pattern", False),
+        "positional": positional,
+    }
+    if setting.get("hook"):
+        m.pattern.register_forward_hook(lambda module, inputs, output: None)
+
+    chosen, fused, written_out, built = [], [], [], []
+    original = {name: getattr(attention_module, name) for name in ("choose_kernel", "attention", "positions")}
+
+    def spy(name, record):
+        def call(*args, **kw):
+            result = original[name](*args, **kw)
+            record.append(result if name == "choose_kernel" else kw)
+            return result
+
+        monkeypatch.setattr(attention_module, name, call)
+
+    spy("choose_kernel", chosen)
+    spy("attention", written_out)
+    spy("positions", built)
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: fused.append(kw) or sdpa(*a, **kw))
+
+    res = m(x_input(10, t=t), **kwargs)
+    assert chosen == [expected]
+    assert len(written_out) == (expected == "written_out")
+    assert len(fused) == (expected != "written_out")
+    if expected == "sdpa_causal":
+        assert "attn_mask" not in fused[0] and fused[0]["is_causal"] is is_causal
+    if expected == "sdpa_masked":
+        assert "is_causal" not in fused[0] and "attn_mask" in fused[0]
+    assert len(built) == n_positions  # once where a mask tensor, rope or alibi reads them; never twice
+    assert torch.isfinite(res.out).all()

@@ -10,7 +10,8 @@ The written-out path computes the pattern explicitly, for any score function,
 mask and positional bias, and returns it when asked. When the score is
 `scaled_dot`, no pattern is wanted and there is no positional score bias, the same
 numbers come from `torch.nn.functional.scaled_dot_product_attention` (fused,
-memory-efficient); the tests check the two paths agree.
+memory-efficient); `choose_kernel` says which of the three calls runs, and the
+tests check that they agree.
 
 Hook points (kqv.nn.hooks) name the tensors of one call: q, k, v (B, nh, T|Tk, hs),
 scores and pattern (B, nh, Tq, Tk), z = pattern·V (B, nh, Tq, hs) and out (B, T, C).
@@ -19,6 +20,7 @@ A hook on `scores` or `pattern` forces the written-out path, as `need_pattern` d
 Notation: B batch, nh heads, Tq queries, Tk keys, hs head size, C = nh·hs.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +79,52 @@ def attention(
 def positions(start: int, T: int, Tk: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Queries at start … start+T−1 (T,), keys at 0 … Tk−1 (Tk,): the keys are the cache plus the new tokens."""
     return torch.arange(start, start + T, device=device), torch.arange(Tk, device=device)
+
+
+def has_fully_masked_row(allowed: torch.Tensor | None) -> bool:
+    """Whether some query of `allowed` (…, Tq, Tk) may see no key at all. Reads the tensor: a device sync."""
+    return allowed is not None and not bool(allowed.any(dim=-1).all())
+
+
+KERNELS = ("sdpa_causal", "sdpa_masked", "written_out")
+
+
+def choose_kernel(
+    *,
+    pattern_read: bool,
+    score_bias: bool,
+    fused_score: bool,
+    causal_self: bool,
+    start: int,
+    T: int,
+    Tk: int,
+    fully_masked_row: Callable[[], bool],
+) -> str:
+    """Which of `KERNELS` computes one attention call; the first row that applies decides.
+
+        case                                                kernel       why
+        pattern_read: need_pattern, or a hook on            written_out  only it makes the pattern (and the
+          `scores` or `pattern`                                          scores) that are asked for
+        score_bias: a positional score bias (ALiBi)         written_out  SDPA gets at most a boolean mask here
+        not fused_score: a score other than scaled_dot      written_out  SDPA computes q·kᵀ/√hs only
+        causal_self (self-attention, causal mask, no key    sdpa_causal  no mask tensor to build: is_causal=True
+          padding) whose queries are the last T keys                     is the triangle from the top-left corner,
+          (start + T == Tk), with start == 0 or T == 1                   right when queries and keys start at 0;
+                                                                         one query after a cache sees every key
+        fully_masked_row(): some query sees no key at all   written_out  SDPA has given NaN there (pytorch#103963);
+                                                                         the written-out path gives a zero row
+        anything else                                       sdpa_masked  SDPA with the boolean mask `allowed`
+
+    Examples: training or a prompt from position 0 (start=0, T=Tk) and one decoded token (T=1) under
+    "causal" -> sdpa_causal; a prefill after a cache (start > 0, T > 1, where is_causal's triangle would
+    sit in the wrong corner), "window:N", "none", cross-attention or key padding -> sdpa_masked.
+    `fully_masked_row` reads the mask (a device sync), so it is called only where it decides.
+    """
+    if pattern_read or score_bias or not fused_score:
+        return "written_out"
+    if causal_self and start + T == Tk and (start == 0 or T == 1):
+        return "sdpa_causal"
+    return "written_out" if fully_masked_row() else "sdpa_masked"
 
 
 class MultiHeadAttention(nn.Module):
@@ -171,35 +219,49 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self.project_qkv(x, context)  # (B, nh, T, hs), 2 × (B, nh, Tk_new, hs)
 
         is_self = context is None and context_kv is None
-        # positions are built only where something reads them (rope, alibi, a mask tensor), not per decoded token
-        positions_act = is_self and positional is not None and positional.acts_in_attention
-        if positions_act:
-            new_pos = torch.arange(start, start + T, device=x.device)  # (T,)
-            q, k = positional.rotate(q, k, new_pos, new_pos)  # RoPE rotates the new q and k; identity otherwise
+        Tk = k.shape[2] + (start if cache is not None else 0)  # the cached keys, then this call's
+        # positions are built once, and only where something reads them (rope, alibi, a mask tensor): with
+        # neither rope nor alibi, the causal kernel (training, decoding one token) builds none
+        acts = is_self and positional is not None and positional.acts_in_attention
+        q_pos, k_pos = positions(start, T, Tk, x.device) if acts else (None, None)  # (T,), (Tk,)
+        if acts:
+            q, k = positional.rotate(q, k, q_pos, q_pos)  # RoPE rotates the new q and k; identity otherwise
         if cache is not None:
-            k, v = cache.append(k, v, start)  # (B, nh, start + T, hs) each
+            k, v = cache.append(k, v, start)  # (B, nh, Tk, hs) each
         q, k, v = self.q(q), self.k(k), self.v(v)  # hook points: k and v are every key and value the queries see
-        Tk = k.shape[2]
+        bias = positional.score_bias(q_pos, k_pos) if acts else None  # (nh, T, Tk) | None
 
-        bias = positional.score_bias(*positions(start, T, Tk, x.device)) if positions_act else None
-        dropout_p = self.dropout if self.training else 0.0
+        made = {}  # the mask, made on first use: the causal kernel reads none
+
+        def allowed() -> torch.Tensor | None:  # (B, 1, T|1, Tk) | (1, 1, T, Tk) | None: True where a query sees a key
+            if "allowed" not in made:
+                by_position = None  # (T, Tk); cross-attention and "none" read no positions
+                if is_self and self.mask.kind != "none":
+                    pos = (q_pos, k_pos) if acts else positions(start, T, Tk, x.device)
+                    by_position = allowed_positions(self.mask, *pos)
+                made["allowed"] = with_key_padding(by_position, key_padding)
+            return made["allowed"]
+
         hooked = self.scores.active or self.pattern.active  # they need the written-out path
-        fast = self.score.fast_path_ok and not (need_pattern or hooked) and bias is None
-        # causal self-attention where the queries are the last T keys: from the start (training, prefill)
-        # or one new token (decoding with a cache, which sees every cached key): no mask tensor is needed
-        plain_causal = is_self and self.mask.kind == "causal" and key_padding is None and start + T == Tk
-        if fast and plain_causal and (start == 0 or T == 1):
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=start == 0 and T > 1)
-            pattern = None  # (B, nh, T, hs)
+        kernel = choose_kernel(
+            pattern_read=need_pattern or hooked,
+            score_bias=bias is not None,
+            fused_score=self.score.fast_path_ok,
+            causal_self=is_self and self.mask.kind == "causal" and key_padding is None,
+            start=start,
+            T=T,
+            Tk=Tk,
+            fully_masked_row=lambda: has_fully_masked_row(allowed()),
+        )
+        dropout_p = self.dropout if self.training else 0.0
+        pattern = None
+        if kernel == "sdpa_causal":  # T > 1 only from position 0: a single query sees every key, unmasked
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1)  # (B, nh, T, hs)
+        elif kernel == "sdpa_masked":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed(), dropout_p=dropout_p)  # (B, nh, T, hs)
         else:
-            allowed = allowed_positions(self.mask, *positions(start, T, Tk, x.device)) if is_self else None  # (T, Tk)
-            allowed = with_key_padding(allowed, key_padding)  # (B, 1, T, Tk) | (T, Tk) | None
-            if fast and (allowed is None or bool(allowed.any(dim=-1).all())):  # (a fully masked row -> NaN there)
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
-                pattern = None
-            else:
-                hooks = (self.scores, self.pattern) if hooked else (None, None)
-                out, pattern = attention(q, k, v, self.score, allowed, bias, dropout_p, *hooks)  # (B, nh, T, hs)
+            hooks = (self.scores, self.pattern) if hooked else (None, None)
+            out, pattern = attention(q, k, v, self.score, allowed(), bias, dropout_p, *hooks)  # (B, nh, T, hs)
         out = self.z(out)  # (B, nh, T, hs)
         out = out.transpose(1, 2).contiguous().view(B, T, C)  # merge heads: (B, nh, T, hs) -> (B, T, C)
         out = self.proj(out)  # (B, T, C)
