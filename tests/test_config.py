@@ -228,7 +228,7 @@ def test_translation_presets_build_valid_configs_and_base_is_the_papers_size():
         from_dict(TransformerConfig, tables["model"])
         from_dict(TrainConfig, tables["train"])
     base = from_dict(TransformerConfig, load_preset("base", "translate")["model"])
-    assert (base.n_layer_enc, base.n_layer_dec, base.d_model, base.d_ff, base.n_head) == (6, 6, 512, 2048, 8)
+    assert (base.n_layer_enc, base.n_layer_dec, base.n_embd, base.d_ff, base.n_head) == (6, 6, 512, 2048, 8)
     assert not base.norm_first and base.dropout == 0.1 and base.label_smoothing == 0.1
     n = Transformer(base).num_parameters()
     assert 60e6 < n < 66e6  # the paper's table 3 gives 65M for base with a 37k shared vocabulary

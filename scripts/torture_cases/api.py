@@ -17,8 +17,8 @@ import random
 import sys
 from contextlib import contextmanager
 
+from kqv.families import load_subject
 from kqv.generate.sampling import MAX_SEED, TEMPERATURE_FLOOR
-from kqv.inspect.patterns import load_subject
 from kqv.serve.app import MAX_BODY_BYTES, create_app
 from kqv.serve.explorer import Explorer
 

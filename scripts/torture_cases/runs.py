@@ -33,8 +33,9 @@ import torch
 
 from kqv.data.text import read_corpus
 from kqv.errors import UserError
-from kqv.train.checkpoint import read_safetensors, write_safetensors
-from kqv.train.gpt_run import load_run, train_gpt
+from kqv.families.gpt import GPT_FAMILY
+from kqv.runs.weights import read_safetensors, write_safetensors
+from kqv.train.gpt_run import train_gpt
 
 ENV = {**os.environ, "KQV_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
 STEPS, EVERY = 8, 4  # a run: 8 steps, evaluated (and checkpointed) at 0, 4 and 8
@@ -172,7 +173,7 @@ RUN_FILES = ("config.json", "tokenizer.json", "model.safetensors", "trainer.safe
 def continue_in_process(run_dir: pathlib.Path) -> str:
     """Sample from the run and resume it to the end -> "refused: <line>" or "done"."""
     try:
-        load_run(run_dir)
+        GPT_FAMILY.load(run_dir)
         train_gpt(resume=str(run_dir), device="cpu", say=lambda _: None)
     except UserError as exc:
         text = str(exc)

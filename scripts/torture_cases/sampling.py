@@ -297,9 +297,9 @@ def cli_rows(work: pathlib.Path) -> list[tuple[str, int, int, list[str]]]:
 
 def greedy_text(run_dir: pathlib.Path) -> str:
     """What `kqv gpt sample RUN --prompt ROMEO: --temperature 0` writes, through the library in this process."""
-    from kqv.train.gpt_run import load_run  # here: (a) must run even if the training side is mid-change
+    from kqv.families.gpt import GPT_FAMILY  # here: (a) must run even if the training side is mid-change
 
-    run = load_run(run_dir)
+    run = GPT_FAMILY.load(run_dir)
     return run.tokenizer.decode(list(generate(run.model, run.tokenizer.encode("ROMEO:"), N_SAMPLE, temperature=0)))
 
 

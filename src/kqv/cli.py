@@ -67,7 +67,7 @@ def _terminate(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command -> its exit code: 0, 2 for a user error (one line on stderr), 130 after Ctrl-C,
-    143 after SIGTERM. An interrupted training leaves a state it can resume from (kqv.train.run_dir)."""
+    143 after SIGTERM. An interrupted training leaves a state it can resume from (kqv.runs.directory)."""
     previous = _install(signal.SIGTERM, _terminate)
     try:
         from kqv.commands.translate import shorthand

@@ -19,6 +19,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from kqv.nn.block import FeedForward
+from kqv.nn.masks import parse_mask
+from kqv.nn.positional import POSITIONAL
+from kqv.nn.scores import SCORES
+
 C = TypeVar("C")
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2^64 − 1; the evaluation batches use seed + 1 and seed + 2
 
@@ -57,11 +62,6 @@ class GPTConfig:
     activation: str = "gelu"  # the MLP's (kqv.nn.block.FeedForward.ACTIVATIONS); GPT-2 uses gelu_tanh
 
     def __post_init__(self) -> None:
-        from kqv.nn.block import FeedForward
-        from kqv.nn.masks import parse_mask
-        from kqv.nn.positional import POSITIONAL
-        from kqv.nn.scores import SCORES
-
         _check_positive(self, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
         if self.n_embd % self.n_head:
             raise ConfigError(
@@ -106,7 +106,7 @@ class TransformerConfig:
     n_layer_enc: int = 3
     n_layer_dec: int = 3
     n_head: int = 4
-    d_model: int = 256
+    n_embd: int = 256  # model width (d_model in the paper)
     d_ff: int = 1024  # hidden width of the position-wise feed-forward network
     dropout: float = 0.1  # on sublayer outputs and on embeddings + positions (the paper's "residual dropout")
     attn_dropout: float = 0.0  # on attention weights (not in the paper; > 0 also rules out the fused kernel on CPU)
@@ -120,13 +120,11 @@ class TransformerConfig:
     eos_id: int = 2
 
     def __post_init__(self) -> None:
-        from kqv.nn.positional import POSITIONAL
-
-        _check_positive(self, "vocab_size", "max_len", "n_layer_enc", "n_layer_dec", "n_head", "d_model", "d_ff")
-        if self.d_model % self.n_head:
+        _check_positive(self, "vocab_size", "max_len", "n_layer_enc", "n_layer_dec", "n_head", "n_embd", "d_ff")
+        if self.n_embd % self.n_head:
             raise ConfigError(
-                f"d_model={self.d_model} is not divisible by n_head={self.n_head}; "
-                "each head gets d_model / n_head dimensions, so pick values that divide"
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                "each head gets n_embd / n_head dimensions, so pick values that divide"
             )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {_short(self.dropout)}")
@@ -141,15 +139,15 @@ class TransformerConfig:
                 f"pos_encoding {_short(self.pos_encoding)} is not available here; the encoder–decoder adds "
                 "positions to its embeddings: choose sinusoidal, learned or none"
             )
-        if self.pos_encoding == "sinusoidal" and self.d_model % 2:
-            raise ConfigError(f"sinusoidal positions need an even d_model (sin and cos pairs), got {self.d_model}")
+        if self.pos_encoding == "sinusoidal" and self.n_embd % 2:
+            raise ConfigError(f"sinusoidal positions need an even n_embd (sin and cos pairs), got {self.n_embd}")
         specials = (self.pad_id, self.bos_id, self.eos_id)
         if len(set(specials)) != 3 or not all(0 <= i < self.vocab_size for i in specials):
             raise ConfigError(f"pad_id, bos_id, eos_id must be distinct ids below vocab_size, got {specials}")
 
     @property
     def head_size(self) -> int:
-        return self.d_model // self.n_head
+        return self.n_embd // self.n_head
 
 
 @dataclass(frozen=True)
@@ -207,8 +205,25 @@ def to_dict(config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+# earlier names of config keys, still read (old run directories, --set): {config class name: {old: new}}
+ALIASES = {"TransformerConfig": {"d_model": "n_embd"}}
+
+
+def _renamed(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """`values` with earlier key names (ALIASES) spelled as they are now."""
+    aliases, out, spelled = ALIASES.get(cls.__name__, {}), {}, {}
+    for key, value in values.items():
+        name = aliases.get(key, key)
+        if name in out:
+            first, second = sorted((spelled[name], key))
+            raise ConfigError(f"{where}: {first} and {second} are the same setting; give it once")
+        out[name], spelled[name] = value, key
+    return out
+
+
 def from_dict(cls: type[C], values: dict[str, Any], where: str = "config") -> C:
-    """Build `cls` from a dict, rejecting unknown keys and coercing TOML/CLI types."""
+    """Build `cls` from a dict, rejecting unknown keys and coercing TOML/CLI types (earlier key names: ALIASES)."""
+    values = _renamed(cls, values, where)
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -241,10 +256,15 @@ def _coerce(value: Any, kind: type, where: str) -> Any:
     raise ConfigError(f"{where} expects {kind.__name__}, got {_short(value)}")
 
 
+PRESET_FOLDERS = {"gpt": "", "translation": "translation", "translate": "translation"}  # under kqv/presets/
+
+
 def _preset_folder(family: str):
-    """GPT presets sit in kqv/presets/, the translation Transformer's in kqv/presets/translate/."""
+    """GPT presets sit in kqv/presets/, the translation Transformer's in kqv/presets/translation/."""
+    if family not in PRESET_FOLDERS:
+        raise ConfigError(f"unknown model family {family!r}; choose one of {', '.join(PRESET_FOLDERS)}")
     folder = resources.files("kqv.presets")
-    return folder / family if family != "gpt" else folder
+    return folder / PRESET_FOLDERS[family] if PRESET_FOLDERS[family] else folder
 
 
 def preset_names(family: str = "gpt") -> list[str]:
@@ -277,6 +297,8 @@ def apply_overrides(
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         table, _, name = key.rpartition(".")
+        if table in ("", "model"):
+            name = ALIASES.get(model_cls.__name__, {}).get(name, name)  # --set d_model=… still works
         if not table:
             table = "model" if name in model_keys else "train" if name in train_keys else ""
         if table not in ("model", "train") or name not in (model_keys if table == "model" else train_keys):

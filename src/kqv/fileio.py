@@ -3,7 +3,9 @@
 import errno
 import hashlib
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from kqv.errors import UserError
@@ -41,9 +43,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         raise write_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(f.fileno(), 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -55,6 +55,43 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_folder(
+    target: str | Path, files: dict[str, bytes], more: Callable[[Path], object] | None = None
+) -> Path:
+    """Write `files` (and whatever `more(folder)` writes) into a new folder `target`, all or nothing.
+
+    Everything goes into a temporary folder beside `target`, which is renamed to `target` once
+    complete; `target` must not exist or be an empty folder (else a UserError)."""
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UserError(f"{target}: already exists and is not empty; choose a new folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    except OSError as exc:
+        raise write_error(target, exc) from None
+    try:
+        for name, data in files.items():
+            atomic_write_bytes(staging / name, data)
+        if more is not None:
+            more(staging)
+        os.chmod(staging, 0o777 & ~_umask())
+        os.replace(staging, target)  # an empty target folder is replaced; a non-empty one was refused above
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise write_error(target, exc) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
 
 
 def sha256_file(path: str | Path) -> str:

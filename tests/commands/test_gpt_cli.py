@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from kqv.data.text import read_corpus
-from kqv.train.checkpoint import read_safetensors
+from kqv.runs.weights import read_safetensors
 from kqv.train.loop import LOG_FIELDS, read_log
 from kqv.train.optim import learning_rate
 from tests.commands.running import cli, last_json

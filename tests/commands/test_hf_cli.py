@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kqv.cli import main
+from kqv.runs.weights import read_safetensors, write_safetensors
 from kqv.tokenizer import CharTokenizer, save_tokenizer
-from kqv.train.checkpoint import read_safetensors, write_safetensors
 from tests.commands.running import cli, last_json
 from tests.models.test_hf import UNICODE_HEAVY, V, hf_logits, make_hf_gpt2
 

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from kqv.cli import main
+from kqv.families import load_subject
+from kqv.families.gpt import GPT_FAMILY
+from kqv.families.translation import TRANSLATION_FAMILY
 from kqv.inspect.attention import masked_pattern
-from kqv.inspect.patterns import gpt_maps, load_subject, translation_maps
 from tests.commands.running import cli, last_json
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -90,7 +92,7 @@ def test_gpt_run_writes_the_grid_and_head_maps_and_prints_both_tables(gpt_run, t
 
 def test_gpt_patterns_rows_sum_to_one_and_the_future_is_hidden(gpt_run):
     subject = load_subject(str(gpt_run))
-    maps = gpt_maps(subject.model, subject.tokenizer, "the oven and it")
+    maps = GPT_FAMILY.attention_maps(subject.model, subject.tokenizer, "the oven and it")[0]["self"]
     L, nh, T, Tk = maps.patterns.shape
     assert (L, nh, T, Tk) == (2, 2, 15, 15)
     assert maps.patterns.sum(axis=-1) == pytest.approx(np.ones((L, nh, T)), abs=1e-5)
@@ -149,7 +151,7 @@ def test_translation_run_shows_all_three_attentions(tr_run, tmp_path, capsys):
 
 def test_translation_patterns_hide_only_the_decoders_future(tr_run):
     subject = load_subject(str(tr_run))
-    maps, target = translation_maps(subject.model, subject.tokenizer, "four five six seven")
+    maps, target = TRANSLATION_FAMILY.attention_maps(subject.model, subject.tokenizer, "four five six seven")
     assert isinstance(target, str)  # the model's own greedy translation
     S = maps["encoder"].patterns.shape[-1]
     T = maps["decoder"].patterns.shape[-1]

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from kqv.cli import main
+from kqv.families.gpt import GPT_FAMILY
 from kqv.generate.sampling import MAX_SEED, TEMPERATURE_FLOOR, generate
-from kqv.train.gpt_run import load_run
 from tests.commands.running import cli, last_json
 
 PROMPT = "ROMEO:"
@@ -50,7 +50,7 @@ def none_run(tmp_path_factory):
 def by_hand(run_dir, n_new: int, window: str, seed: int | None = None) -> str:
     """A fresh forward pass over the window the model should read, one token at a time; then the argmax
     (seed None) or a draw from softmax(logits) (temperature 1) with a generator seeded with `seed`."""
-    loaded = load_run(run_dir)
+    loaded = GPT_FAMILY.load(run_dir)
     model, block = loaded.model.eval(), loaded.model.config.block_size
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     ids = loaded.tokenizer.encode(PROMPT)
@@ -137,7 +137,7 @@ def test_the_largest_seed_is_valid_and_reproducible(run, capsys):
     first = sample_json(capsys, run, "--seed", str(MAX_SEED), "--temperature", "1")
     assert first["tokens"] == N_NEW
     assert sample_json(capsys, run, "--seed", str(MAX_SEED), "--temperature", "1")["text"] == first["text"]
-    loaded = load_run(run)
+    loaded = GPT_FAMILY.load(run)
     ids = list(generate(loaded.model, loaded.tokenizer.encode(PROMPT), N_NEW, temperature=1.0, seed=2**64 - 1))
     assert first["text"] == loaded.tokenizer.decode(ids)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kqv.data.text import read_corpus
-from kqv.train.checkpoint import read_safetensors
+from kqv.runs.weights import read_safetensors
 
 ENV = {**os.environ, "KQV_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
 SIGNALS = {"SIGINT": (signal.SIGINT, "kqv: interrupted", 130), "SIGTERM": (signal.SIGTERM, "kqv: terminated", 143)}

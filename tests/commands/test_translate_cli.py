@@ -101,7 +101,7 @@ def test_multi30k_layout_reads_line_aligned_files(tmp_path, capsys):
     from tests.conftest import SHARED_DATA, require_dir
 
     folder = require_dir(SHARED_DATA / "multi30k", "the Multi30k files live in ../shared/data")
-    from kqv.train.translate_run import DataSpec
+    from kqv.data.parallel import DataSpec
 
     pairs = DataSpec(src_file=str(folder / "val.de.gz"), tgt_file=str(folder / "val.en.gz")).read()
     assert len(pairs) == 1014
@@ -155,5 +155,5 @@ def test_set_overrides_reach_the_model_and_the_tokenizer(corpus, tmp_path, capsy
             "--set", "vocab_size=280", "--set", "d_model=16", "--set", "train.eval_interval=2"]  # fmt: skip
     assert main(argv) == 0
     info = json.loads((out / "config.json").read_text())
-    assert info["model"]["d_model"] == 16 and info["model"]["vocab_size"] <= 280
+    assert info["model"]["n_embd"] == 16 and info["model"]["vocab_size"] <= 280
     assert info["train"]["max_iters"] == 2

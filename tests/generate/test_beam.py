@@ -19,7 +19,7 @@ PAD, BOS, EOS = 0, 1, 2
 def model():
     """A tiny model trained for a few hundred steps to copy-and-reverse digit strings: peaked, not uniform, outputs."""
     torch.manual_seed(0)
-    c = TransformerConfig(vocab_size=16, max_len=24, n_layer_enc=1, n_layer_dec=1, n_head=2, d_model=32, d_ff=64,
+    c = TransformerConfig(vocab_size=16, max_len=24, n_layer_enc=1, n_layer_dec=1, n_head=2, n_embd=32, d_ff=64,
                           dropout=0.0, norm_first=True)  # fmt: skip
     m = Transformer(c).double()
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
@@ -122,7 +122,7 @@ def test_decoding_stops_at_the_length_limit(model):
 def test_finished_hypotheses_are_kept_when_live_beams_go_on():
     """A model whose best first move is eos: the short hypothesis must survive longer, worse beams."""
     torch.manual_seed(0)
-    c = TransformerConfig(vocab_size=8, max_len=16, n_layer_enc=1, n_layer_dec=1, n_head=1, d_model=8, d_ff=8,
+    c = TransformerConfig(vocab_size=8, max_len=16, n_layer_enc=1, n_layer_dec=1, n_head=1, n_embd=8, d_ff=8,
                           dropout=0.0)  # fmt: skip
     m = Transformer(c).double().eval()
     with torch.no_grad():  # logits = h · Eᵀ: make eos's row dominate whatever h is
@@ -140,7 +140,7 @@ def test_finished_hypotheses_are_kept_when_live_beams_go_on():
 def untrained(seed: int, vocab_size: int = 12, max_len: int = 24) -> Transformer:
     """Random weights: pad and bos are as likely as any token, so an unmasked search would emit them."""
     torch.manual_seed(seed)
-    c = TransformerConfig(vocab_size=vocab_size, max_len=max_len, n_layer_enc=1, n_layer_dec=1, n_head=2, d_model=16,
+    c = TransformerConfig(vocab_size=vocab_size, max_len=max_len, n_layer_enc=1, n_layer_dec=1, n_head=2, n_embd=16,
                           d_ff=32, dropout=0.0)  # fmt: skip
     return Transformer(c).double().eval()
 

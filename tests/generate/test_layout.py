@@ -8,7 +8,7 @@ from kqv.config import GPTConfig
 from kqv.generate.layout import column_major
 from kqv.generate.sampling import generate
 from kqv.models.gpt import GPT
-from kqv.train.checkpoint import model_tensors
+from kqv.runs.weights import model_tensors
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

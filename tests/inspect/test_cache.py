@@ -33,7 +33,7 @@ def tiny_gpt(**kw) -> GPT:
 
 def tiny_transformer(**kw) -> Transformer:
     torch.manual_seed(0)
-    values = dict(vocab_size=40, max_len=32, n_layer_enc=2, n_layer_dec=2, n_head=2, d_model=16, d_ff=24, dropout=0.0)
+    values = dict(vocab_size=40, max_len=32, n_layer_enc=2, n_layer_dec=2, n_head=2, n_embd=16, d_ff=24, dropout=0.0)
     return Transformer(TransformerConfig(**{**values, **kw})).eval()
 
 

@@ -18,13 +18,8 @@ from kqv.data.text import read_corpus
 from kqv.errors import UserError
 from kqv.generate.sampling import generate
 from kqv.models.gpt import GPT
-from kqv.models.hf import (
-    gpt2_problems,
-    load_hf_gpt2,
-    save_hf_gpt2,
-    to_hf_tensors,
-    weight_names,
-)
+from kqv.models.hf import gpt2_problems, to_hf_tensors, weight_names
+from kqv.models.hf_folder import load_hf_gpt2, save_hf_gpt2
 from kqv.tokenizer import BPETokenizer, CharTokenizer
 from kqv.tokenizer.bpe import GPT2_EOT, VocabMerges
 

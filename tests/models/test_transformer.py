@@ -15,7 +15,7 @@ PAD, BOS, EOS = 0, 1, 2
 
 
 def tiny(**kw) -> TransformerConfig:
-    values = dict(vocab_size=40, max_len=32, n_layer_enc=2, n_layer_dec=2, n_head=4, d_model=32, d_ff=64, dropout=0.0)
+    values = dict(vocab_size=40, max_len=32, n_layer_enc=2, n_layer_dec=2, n_head=4, n_embd=32, d_ff=64, dropout=0.0)
     return TransformerConfig(**{**values, **kw})
 
 
@@ -251,8 +251,8 @@ def test_too_long_input_and_bad_configs_are_clear_errors():
     model = Transformer(tiny(max_len=8)).eval()
     with pytest.raises(ValueError, match="longer than the model's max_len 8"):
         model(torch.ones(1, 9, dtype=torch.long) * 5, torch.ones(1, 2, dtype=torch.long))
-    with pytest.raises(ConfigError, match="d_model=30 is not divisible by n_head=4"):
-        tiny(d_model=30)
+    with pytest.raises(ConfigError, match="n_embd=30 is not divisible by n_head=4"):
+        tiny(n_embd=30)
     with pytest.raises(ConfigError, match="pos_encoding 'rope'"):
         tiny(pos_encoding="rope")
     with pytest.raises(ConfigError, match="distinct"):

@@ -2,7 +2,7 @@
 
 from functools import cache
 
-from kqv.inspect.patterns import load_subject
+from kqv.families import load_subject
 from kqv.serve.explorer import Explorer
 
 

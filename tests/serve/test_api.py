@@ -13,9 +13,9 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from kqv.errors import UserError  # noqa: E402
+from kqv.families import load_subject  # noqa: E402
 from kqv.generate.sampling import MAX_SEED, TEMPERATURE_FLOOR, generate  # noqa: E402
 from kqv.inspect.cache import run_with_cache  # noqa: E402
-from kqv.inspect.patterns import load_subject  # noqa: E402
 from kqv.serve.app import STATIC, create_app  # noqa: E402
 from kqv.serve.explorer import MAX_TEXT_CHARS, Explorer  # noqa: E402
 
@@ -275,7 +275,7 @@ def test_the_page_and_its_assets_come_from_kqv_alone(served):
     client, _ = served
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for name in ("index.html", "explorer.js", "explorer.css"):
+    for name in ("index.html", "attention.js", "explorer.js", "explorer.css"):
         text = (STATIC / name).read_text()
         hosts = set(re.findall(r"(?:https?:)?//[\w.-]+\.\w+", text)) - {"http://www.w3.org"}  # the SVG namespace
         assert not hosts, f"{name} names {hosts}"
@@ -334,8 +334,8 @@ def test_a_generation_that_fails_at_its_first_token_never_answers_200(served, mo
         raise RuntimeError("a bug\nover two lines")
         yield
 
-    monkeypatch.setattr(explorers["tiny"], "_gpt_steps", refuses)
+    monkeypatch.setattr(explorers["tiny"], "_steps", refuses)
     assert error(client, "/api/generate", 422, {"model": "tiny", "text": "ROMEO:"}) == "the model refuses"
-    monkeypatch.setattr(explorers["tiny"], "_gpt_steps", breaks)
+    monkeypatch.setattr(explorers["tiny"], "_steps", breaks)
     says = error(client, "/api/generate", 500, {"model": "tiny", "text": "ROMEO:"})
     assert says == "kqv failed on this request (RuntimeError: a bug over two lines); please report it"

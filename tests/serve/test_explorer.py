@@ -25,7 +25,7 @@ def _logits(explorer, text: str) -> np.ndarray:
     """(V,) next-token logits computed here, straight from the model."""
     subject = explorer.subject
     with torch.no_grad():
-        if explorer.family == "gpt":
+        if explorer.family.name == "gpt":
             return subject.model(torch.tensor([subject.tokenizer.encode(text)])).logits[0, -1].double().numpy()
         c = subject.model.config
         src = torch.tensor([[*subject.tokenizer.encode(text), c.eos_id]])

@@ -16,10 +16,11 @@ from kqv.data.batching import TranslationBatch
 from kqv.models.transformer import Transformer
 from kqv.train.loop import Trainer
 from tests.train.test_resume import ListBatches
+from tests.train.writes import gradients_at_the_step
 
 PAD, BOS, EOS = 0, 1, 2
 CONFIG = TransformerConfig(
-    vocab_size=23, max_len=16, n_layer_enc=1, n_layer_dec=1, n_head=2, d_model=16, d_ff=32,
+    vocab_size=23, max_len=16, n_layer_enc=1, n_layer_dec=1, n_head=2, n_embd=16, d_ff=32,
     dropout=0.0, label_smoothing=0.1,
 )  # fmt: skip
 
@@ -54,14 +55,7 @@ def accumulated_gradients(run_dir: Path, micro: list[TranslationBatch]) -> tuple
     )  # fmt: skip
     first = tuple(micro[0][:3])
     trainer = Trainer(model, cfg, ListBatches(micro), {"train": [first], "val": [first]}, run_dir, say=lambda _: None)
-    grads = {}
-    real_step = trainer.optimizer.step
-
-    def step(*args, **kwargs):
-        grads.update({n: p.grad.detach().clone() for n, p in model.named_parameters()})
-        return real_step(*args, **kwargs)
-
-    trainer.optimizer.step = step
+    grads = gradients_at_the_step(trainer)
     result = trainer.fit()
     return grads, result.step_losses[0]
 

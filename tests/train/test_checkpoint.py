@@ -11,15 +11,10 @@ from torch import nn
 from kqv.config import GPTConfig, TrainConfig
 from kqv.data.text import BatchSampler, fixed_batches, read_corpus
 from kqv.errors import UserError
+from kqv.families.gpt import GPT_FAMILY
 from kqv.models.gpt import GPT
-from kqv.train.checkpoint import (
-    load_model_tensors,
-    model_tensors,
-    read_safetensors,
-    save_weights,
-    write_safetensors,
-)
-from kqv.train.gpt_run import load_run, train_gpt
+from kqv.runs.weights import load_model_tensors, model_tensors, read_safetensors, save_weights, write_safetensors
+from kqv.train.gpt_run import train_gpt
 from kqv.train.loop import Trainer, read_log
 
 CONFIG = GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16)
@@ -259,9 +254,9 @@ def test_a_nan_evaluation_is_never_saved(monkeypatch, tmp_path, small_corpus):
 def test_load_run_names_a_truncated_model_file(tmp_path, small_corpus):
     run = tmp_path / "run"
     train_gpt("tiny", str(small_corpus), str(run), overrides=["train.max_iters=1"], device="cpu", say=quiet)
-    model = load_run(run).model
+    model = GPT_FAMILY.load(run).model
     assert model.lm_head.weight is model.tok_emb.weight
     raw = (run / "model.safetensors").read_bytes()
     (run / "model.safetensors").write_bytes(raw[: len(raw) // 3])
     with pytest.raises(UserError, match=r"model\.safetensors: truncated"):
-        load_run(run)
+        GPT_FAMILY.load(run)

@@ -30,7 +30,7 @@ from kqv.config import GPTConfig, TrainConfig
 from kqv.data.text import BatchSampler, fixed_batches, read_corpus
 from kqv.errors import UserError
 from kqv.models.gpt import GPT
-from kqv.train.checkpoint import read_safetensors
+from kqv.runs.weights import read_safetensors
 from kqv.train.gpt_run import train_gpt
 from kqv.train.loop import Trainer, read_log
 

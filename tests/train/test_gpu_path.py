@@ -13,12 +13,12 @@ import torch.nn.functional as F
 
 import kqv.nn.attention
 from kqv.config import GPTConfig, TrainConfig
+from kqv.device import amp_dtype, configure_device
 from kqv.models.gpt import GPT
-from kqv.train.checkpoint import model_tensors, read_safetensors
+from kqv.runs.weights import model_tensors, read_safetensors
 from kqv.train.gpt_run import train_gpt
 from kqv.train.loop import Trainer
 from kqv.train.optim import make_optimizer
-from kqv.train.run_dir import configure_device, gpt_amp
 
 CONFIG = GPTConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -52,7 +52,7 @@ def trainer(run_dir: Path, compiled_backend: str | None = None, device: str = "c
     cfg = TrainConfig(**{"batch_size": 4, "max_iters": 2, "eval_interval": 2, "eval_iters": 1, **train})
     batches = RandomBatches(cfg.batch_size)
     evals = {"train": [batches.next_batch()], "val": [batches.next_batch()]}
-    return Trainer(model, cfg, batches, evals, run_dir, device, gpt_amp(device), compiled, quiet)
+    return Trainer(model, cfg, batches, evals, run_dir, device, amp_dtype(device), compiled, quiet)
 
 
 def test_training_runs_attention_through_the_fused_kernel(monkeypatch, tmp_path):
@@ -111,7 +111,7 @@ def test_the_cpu_trains_in_fp32_and_keeps_its_matmul_settings():
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     configure_device("cpu")
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
-    assert gpt_amp("cpu") is None
+    assert amp_dtype("cpu") is None
     batch = RandomBatches().next_batch()
     moved = Trainer.__new__(Trainer)
     moved.device, moved.pin = "cpu", False
@@ -122,7 +122,7 @@ def test_the_cpu_trains_in_fp32_and_keeps_its_matmul_settings():
 def test_cuda_uses_bf16_tf32_and_pinned_non_blocking_copies(tmp_path):
     configure_device("cuda")
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-    assert gpt_amp("cuda:0") == (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+    assert amp_dtype("cuda:0") == (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
     t = trainer(tmp_path / "run", device="cuda:0")
     assert t.pin and t.optimizer.defaults["fused"]
     x, y = t._to_device(RandomBatches().next_batch())

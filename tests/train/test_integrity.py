@@ -12,14 +12,15 @@ import torch
 
 from kqv.config import GPTConfig, TransformerConfig
 from kqv.errors import UserError
+from kqv.families.gpt import GPT_FAMILY
 from kqv.models.gpt import GPT
 from kqv.models.transformer import Transformer
+from kqv.runs import memory
+from kqv.runs.config_file import read_config
+from kqv.runs.weights import CHECKSUM_KEY, read_safetensors, tensors_digest, write_safetensors
 from kqv.tokenizer import CharTokenizer, save_tokenizer
-from kqv.train import memory
-from kqv.train.checkpoint import CHECKSUM_KEY, read_safetensors, tensors_digest, write_safetensors
-from kqv.train.gpt_run import load_run, train_gpt
+from kqv.train.gpt_run import train_gpt
 from kqv.train.loop import read_log
-from kqv.train.run_dir import read_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SETTINGS = ["train.max_iters=6", "train.eval_interval=3", "train.eval_iters=2"]
@@ -49,7 +50,7 @@ def resume(run_dir: Path):
 def refused(run_dir: Path, words: str, what=("load", "resume")) -> None:
     for action in what:
         with pytest.raises(UserError, match=words) as caught:
-            load_run(run_dir) if action == "load" else resume(run_dir)
+            GPT_FAMILY.load(run_dir) if action == "load" else resume(run_dir)
         assert "\n" not in str(caught.value)
 
 
@@ -118,7 +119,7 @@ def test_files_without_checksums_from_older_runs_still_load(run):
         from safetensors.torch import save_file
 
         save_file(tensors, run / name, metadata={"kqv": json.dumps(meta)})
-    assert load_run(run).model_config.n_layer == 2
+    assert GPT_FAMILY.load(run).model_config.n_layer == 2
     assert resume(run)[0].steps == 6
 
 
@@ -216,7 +217,7 @@ def test_a_config_json_field_out_of_range_is_one_line_even_with_consistent_check
     restamp(run)
     refused(run, words)
     with pytest.raises(UserError) as caught:
-        load_run(run)
+        GPT_FAMILY.load(run)
     assert len(str(caught.value)) < 400  # a value is never echoed whole
 
 
@@ -248,7 +249,7 @@ def test_a_folder_where_a_run_file_belongs_is_one_line(run, name):
     (run / name).unlink()
     (run / name).mkdir()
     with pytest.raises(UserError, match="a folder is where this file belongs"):
-        resume(run) if name != "model.safetensors" else load_run(run)
+        resume(run) if name != "model.safetensors" else GPT_FAMILY.load(run)
 
 
 def test_a_folder_where_a_checkpoint_is_written_is_one_line_and_the_run_stays_resumable(run):
@@ -273,7 +274,7 @@ def test_the_gpt_parameter_count_is_exact(pos, bias):
 
 
 def test_the_transformer_parameter_count_is_a_close_lower_bound():
-    c = TransformerConfig(vocab_size=500, max_len=64, n_layer_enc=2, n_layer_dec=2, n_head=4, d_model=32, d_ff=64)
+    c = TransformerConfig(vocab_size=500, max_len=64, n_layer_enc=2, n_layer_dec=2, n_head=4, n_embd=32, d_ff=64)
     model = Transformer(c)
     real = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     assert 0.95 * real <= memory.transformer_parameters(c) <= real

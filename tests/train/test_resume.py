@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import kqv.train.checkpoint
-import kqv.train.loop
+import kqv.fileio
+import kqv.runs.weights
 from kqv.config import GPTConfig, TrainConfig
 from kqv.data.text import read_corpus
 from kqv.errors import UserError
 from kqv.models.gpt import GPT
-from kqv.train.checkpoint import read_safetensors
+from kqv.runs.weights import read_safetensors
 from kqv.train.gpt_run import train_gpt
 from kqv.train.loop import Trainer, read_log
+from tests.train.writes import gradients_at_the_step, patch_every_writer
 
 OVERRIDES = ["train.max_iters=30", "train.eval_interval=10", "dropout=0.1"]
 
@@ -104,7 +105,7 @@ def test_dropout_is_on_so_the_rng_state_matters(uninterrupted, corpus, tmp_path)
     path = run_dir / "trainer.safetensors"
     tensors, meta = read_safetensors(path)
     tensors["rng.torch"] = torch.Generator().manual_seed(123).get_state()
-    kqv.train.checkpoint.write_safetensors(path, tensors, meta)
+    kqv.runs.weights.write_safetensors(path, tensors, meta)
     resumed = resume(run_dir)
     assert max(abs(a - b) for a, b in zip(resumed.step_losses, reference.step_losses[10:], strict=True)) > 1e-4
 
@@ -147,8 +148,7 @@ def test_killed_between_the_state_and_the_log_loses_no_log_row(corpus, uninterru
 
         return write
 
-    monkeypatch.setattr(kqv.train.loop, "atomic_write_bytes", patched(kqv.train.loop.atomic_write_bytes))
-    monkeypatch.setattr(kqv.train.checkpoint, "atomic_write_bytes", patched(kqv.train.checkpoint.atomic_write_bytes))
+    patch_every_writer(monkeypatch, patched(kqv.fileio.atomic_write_bytes))
     run_dir = tmp_path / "run"
     with pytest.raises(Killed):
         train(corpus, run_dir)
@@ -200,14 +200,7 @@ def one_step(run_dir: Path, x: torch.Tensor, y: torch.Tensor, grad_accum: int):
         eval_interval=1, eval_iters=1,
     )  # fmt: skip
     trainer = Trainer(model, cfg, ListBatches(micro), {"train": [(x, y)], "val": [(x, y)]}, run_dir, say=quiet)
-    grads = {}
-    real_step = trainer.optimizer.step
-
-    def step(*args, **kwargs):
-        grads.update({n: p.grad.detach().clone() for n, p in model.named_parameters()})
-        return real_step(*args, **kwargs)
-
-    trainer.optimizer.step = step
+    grads = gradients_at_the_step(trainer)
     result = trainer.fit()
     assert trainer.batches.drawn == grad_accum
     return trainer, result, grads

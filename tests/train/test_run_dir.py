@@ -13,10 +13,11 @@ import pytest
 
 import kqv.fileio
 from kqv.errors import UserError
-from kqv.train.checkpoint import read_safetensors
+from kqv.runs.directory import InUse, claim_new, claim_resume, run_status
+from kqv.runs.lock import LOCK_NAME, RunLock, in_use_message
+from kqv.runs.weights import read_safetensors
 from kqv.train.gpt_run import train_gpt
-from kqv.train.run_dir import InUse, claim_new, claim_resume, run_status
-from kqv.train.run_lock import LOCK_NAME, RunLock, in_use_message
+from tests.train.writes import patch_every_writer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SETTINGS = ["train.max_iters=6", "train.eval_interval=3", "train.eval_iters=2"]
@@ -60,7 +61,8 @@ def test_a_lock_is_held_once_names_its_holder_and_leaves_no_file(tmp_path):
 HOLD = """
 import sys, time
 from pathlib import Path
-from kqv.train.run_lock import RunLock
+from kqv.runs.lock import RunLock
+from tests.train.writes import patch_every_writer
 lock = RunLock.take(Path(sys.argv[1]))
 print("held" if lock else "refused", flush=True)
 time.sleep(60)
@@ -185,8 +187,7 @@ def stop_at_write(monkeypatch, name: str, exc: BaseException) -> None:
             raise exc
         return real(path, data)
 
-    for module in ("kqv.train.gpt_run", "kqv.train.loop", "kqv.train.checkpoint", "kqv.data.text", "kqv.tokenizer.io"):
-        monkeypatch.setattr(f"{module}.atomic_write_bytes", write)
+    patch_every_writer(monkeypatch, write)
 
 
 @pytest.mark.parametrize("name", ["train.bin", "config.json", "model.safetensors", "trainer.safetensors"])

@@ -8,6 +8,7 @@ the same shuffled batches, so after the epoch their weights must agree to roundi
 the benchmark checks that before it reports a speed.
 """
 
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -118,8 +119,6 @@ def bench_digits(
 
 
 def machine_info() -> dict:
-    import os
-
     return {
         "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),

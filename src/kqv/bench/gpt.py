@@ -25,6 +25,7 @@ so the cached path stays cached; the default slide window recomputes the window 
 once the text outgrows block_size, with or without a cache.
 """
 
+import os
 import platform
 import re
 import resource
@@ -37,10 +38,11 @@ import torch
 from torch import nn
 
 from kqv.config import GPTConfig, TrainConfig
+from kqv.device import amp_dtype, configure_device
 from kqv.generate.sampling import generate
+from kqv.inspect.explain import gpt_flops
 from kqv.models.gpt import GPT
 from kqv.train.optim import make_optimizer
-from kqv.train.run_dir import configure_device, gpt_amp
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, in TFLOP/s; the first
 # pattern that matches torch.cuda.get_device_name() wins, so the more specific come first.
@@ -93,8 +95,6 @@ def _sync(device: str) -> None:
 
 def training_flops_per_token(model: GPT, T: int) -> tuple[int, int]:
     """-> (training FLOPs per token at context T, N): 3 × gpt_flops's forward FLOPs, which is 6·N + 12·L·T·C."""
-    from kqv.inspect.explain import gpt_flops
-
     rows, _ = gpt_flops(model, T)
     weights = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear)}
     return 3 * sum(row.flops for row in rows), sum(weights.values())  # the tied head counts once
@@ -169,7 +169,7 @@ def bench_gpt(
     configure_device(device)
     model = GPT(model_cfg).to(device)
     forward = torch.compile(model) if compile_model else model
-    amp = gpt_amp(device)
+    amp = amp_dtype(device)
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=amp) if amp is not None else nullcontext()
     betas = (train_cfg.beta1, train_cfg.beta2)
     optimizer = make_optimizer(model, train_cfg.lr, train_cfg.weight_decay, betas, device, train_cfg.decay_embeddings)
@@ -240,8 +240,6 @@ def bench_gpt(
 
 
 def machine_info(device: str) -> dict:
-    import os
-
     info = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__}
     info["threads"] = torch.get_num_threads()
     if device.startswith("cuda"):

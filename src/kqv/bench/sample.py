@@ -12,6 +12,7 @@ the same: identical weights, identical greedy choices.
 Tokens/s count new tokens over the whole call, prompt processing (prefill) included, for both.
 """
 
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -133,6 +134,4 @@ def bench_sample(
 
 
 def machine_info() -> dict:
-    import os
-
     return {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__}

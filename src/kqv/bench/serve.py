@@ -15,6 +15,9 @@ import time
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
+from kqv.serve.app import create_app
+from kqv.serve.server import serving_in_background
+
 
 @dataclass
 class LoadResult:
@@ -65,9 +68,6 @@ def _post(base: str, path: str, body: dict) -> tuple[int, bytes, float]:
 
 def load_check(explorers, text: str, concurrency: int = 32, model: str | None = None) -> LoadResult:
     """Serve `explorers`, then send `concurrency` attention requests for `text` one by one, then all at once."""
-    from kqv.serve.app import create_app
-    from kqv.serve.server import serving_in_background
-
     model = model or explorers[0].id
     body = {"model": model, "text": text}
     with serving_in_background(create_app(explorers)) as base:

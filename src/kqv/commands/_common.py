@@ -46,6 +46,14 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def add_steps_flag(parser, default: int | None = None, help: str = "optimiser steps (overrides the preset)") -> None:
+    """--steps N, the one spelling of the number of training steps in every command; --max-iters and --iters,
+    its earlier spellings, still work (hidden)."""
+    parser.add_argument("--steps", type=positive_int, default=default, help=help)
+    for alias in ("--max-iters", "--iters"):
+        parser.add_argument(alias, dest="steps", type=positive_int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def add_group(groups, name: str, help: str, examples: str, metavar: str = "COMMAND"):
     """A command group (`kqv digits`, `kqv bench`): its --help lists subcommands and examples."""
     parser = groups.add_parser(

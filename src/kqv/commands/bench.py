@@ -1,6 +1,14 @@
 """`kqv bench …`: speed measured against a baseline in the same run, reported as a ratio."""
 
-from kqv.commands._common import add_command, add_group, add_json_flag, emit_json, int_list, positive_int
+from kqv.commands._common import (
+    add_command,
+    add_group,
+    add_json_flag,
+    add_steps_flag,
+    emit_json,
+    int_list,
+    positive_int,
+)
 from kqv.errors import UserError
 
 
@@ -17,7 +25,7 @@ def register(groups) -> None:
         "digits",
         "images/s of one SGD epoch: matrix-form backprop vs a per-sample loop (Nielsen's network.py style)",
         "  kqv bench digits                               # embedded 8x8 digits, [64, 100, 10]\n"
-        "  kqv bench digits --data ../shared/data/mnist --limit 10000 --json\n",
+        "  kqv bench digits --data mnist/ --limit 10000 --json              # a folder of MNIST IDX files\n",
         run_digits,
     )
     digits.add_argument("--data", help="folder of MNIST-format IDX files (default: the embedded digits)")
@@ -43,7 +51,7 @@ def register(groups) -> None:
     )
     gpt.add_argument("--preset", default="default", help="model and batch shape to time (default: default)")
     gpt.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    gpt.add_argument("--iters", type=positive_int, default=10, help="timed training steps (default 10)")
+    add_steps_flag(gpt, default=10, help="timed training steps (default 10)")
     gpt.add_argument("--tokens", type=positive_int, default=500, help="new tokens to sample (default 500)")
     gpt.add_argument(
         "--vocab-size", type=positive_int,
@@ -124,8 +132,8 @@ def run_digits(args) -> None:
 def run_gpt(args) -> None:
     from kqv.bench.gpt import bench_gpt, machine_info
     from kqv.config import GPTConfig, from_dict
+    from kqv.device import pick_device
     from kqv.train.gpt_run import resolve_configs
-    from kqv.train.run_dir import pick_device
 
     device = pick_device(args.device)
     if args.peak_tflops is not None and not args.peak_tflops > 0:
@@ -135,7 +143,7 @@ def run_gpt(args) -> None:
     model_cfg = from_dict(GPTConfig, {**model_table, "vocab_size": vocab_size})
     info = machine_info(device)
     print(f"GPT preset {args.preset} on {device}: {info}")
-    r = bench_gpt(model_cfg, train_cfg, args.preset, device, iters=args.iters, sample_tokens=args.tokens,
+    r = bench_gpt(model_cfg, train_cfg, args.preset, device, iters=args.steps, sample_tokens=args.tokens,
                   compile_model=args.compile, peak_tflops=args.peak_tflops)  # fmt: skip
     print(f"model: {r.parameters:,} parameters, batch {r.batch_size} x {r.block_size} tokens, {r.precision}"
           + (", compiled" if r.compiled else ""))  # fmt: skip

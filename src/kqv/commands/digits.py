@@ -87,7 +87,7 @@ def register(groups) -> None:
         "plot",
         "plot accuracy and cost per epoch, and a grid of misclassified test images",
         "  kqv digits plot runs/digits/model.safetensors\n"
-        "  kqv digits plot model.safetensors --data ../shared/data/mnist --out plots/\n",
+        "  kqv digits plot model.safetensors --data mnist/ --out plots/\n",
         run_plot,
     )
     plot.add_argument("model", help="a model file written by `kqv digits train`")

@@ -2,7 +2,7 @@
 
 import sys
 
-from kqv.commands._common import add_command, add_group, add_json_flag, emit_json, positive_int
+from kqv.commands._common import add_command, add_group, add_json_flag, add_steps_flag, emit_json, positive_int
 from kqv.errors import UserError
 
 
@@ -28,7 +28,7 @@ def register(groups) -> None:
     train.add_argument("--preset", default="default", help="a shipped preset (kqv/presets/*.toml); default: default")
     train.add_argument("--data", help="a UTF-8 text file or a folder of .txt files (default: tiny Shakespeare)")
     train.add_argument("--out", help="run directory (default: runs/gpt, or runs/gpt-2, … if that holds a run)")
-    train.add_argument("--max-iters", type=positive_int, help="optimiser steps (overrides the preset)")
+    add_steps_flag(train)
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. n_layer=6, train.lr=3e-4, tokenizer=bpe (repeatable)",
@@ -124,13 +124,12 @@ def add_model_source(parser) -> None:
 
 
 def load_model_source(args, device: str = "cpu"):
+    from kqv.families.gpt import GPT_FAMILY
+    from kqv.runs.imported import load_hf_run
+
     if args.from_hf is not None:
-        from kqv.models.hf import load_hf_run
-
         return load_hf_run(args.from_hf, device)
-    from kqv.train.gpt_run import load_run
-
-    return load_run(args.run, device)
+    return GPT_FAMILY.load(args.run, device)
 
 
 def argparse_hidden():
@@ -146,7 +145,7 @@ def run_train(args) -> None:
         preset=args.preset,
         data=args.data,
         out=args.out,
-        max_iters=args.max_iters,
+        max_iters=args.steps,
         overrides=args.overrides,
         resume=args.resume,
         device=args.device,
@@ -167,8 +166,8 @@ def run_train(args) -> None:
 def run_sample(args) -> None:
     import time
 
+    from kqv.device import pick_device
     from kqv.generate.sampling import check_sampling_values, decodes_with_cache, generate
-    from kqv.train.run_dir import pick_device
 
     try:
         check_sampling_values(args.temperature, args.top_k, args.top_p, args.seed)
@@ -217,14 +216,14 @@ def run_sample(args) -> None:
 
 def run_eval(args) -> None:
     from kqv.data.text import EMBEDDED_SOURCE
-    from kqv.train.gpt_run import evaluate_run
+    from kqv.evaluate.perplexity import gpt_perplexity
 
     run = load_model_source(args)
     data = args.data
     if data is None and "data" not in run.info:  # imported: no corpus of its own
         data = EMBEDDED_SOURCE
         print(f"(no corpus of its own: scoring {EMBEDDED_SOURCE}; choose another with --data)")
-    result = evaluate_run(run, data, n_batches=args.batches)
+    result = gpt_perplexity(run, data, n_batches=args.batches)
     name = args.run or args.from_hf
     print(f"{name}: loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.3f} "
           f"over {result['tokens']:,} tokens")  # fmt: skip
@@ -233,7 +232,7 @@ def run_eval(args) -> None:
 
 
 def run_import_hf(args) -> None:
-    from kqv.models.hf import import_hf_run
+    from kqv.runs.imported import import_hf_run
 
     run_dir = import_hf_run(args.hf_dir, args.run_dir)
     print(f"imported {args.hf_dir} into {run_dir}; sample from it: kqv gpt sample {run_dir} --prompt 'Hello'")
@@ -242,9 +241,10 @@ def run_import_hf(args) -> None:
 
 
 def run_export_hf(args) -> None:
-    from kqv.models.hf import export_hf_run
+    from kqv.families.gpt import GPT_FAMILY
+    from kqv.runs.imported import export_hf_run
 
-    hf_dir = export_hf_run(args.run_dir, args.hf_dir)
+    hf_dir = export_hf_run(GPT_FAMILY.load(args.run_dir), args.hf_dir)
     print(f"wrote {hf_dir}; transformers loads it: GPT2LMHeadModel.from_pretrained, AutoTokenizer.from_pretrained")
     if args.json:
         emit_json({"command": "gpt export-hf", "run_dir": args.run_dir, "hf_dir": str(hf_dir)})

@@ -17,7 +17,7 @@ EXAMPLES = """\
   kqv inspect runs/gpt "ROMEO: But soft" --layer 2 --head 1   # one head large, with its tokens
   kqv inspect runs/translate "The pizza came out of the oven" --attention cross --json
   kqv inspect --preset tiny "hello there"                 # a GPT preset with random weights
-  kqv inspect --preset translate/tiny "good morning"      # a translation preset, random weights
+  kqv inspect --preset translation/tiny "good morning"    # a translation preset, random weights
 """
 
 
@@ -41,7 +41,7 @@ def register(groups) -> None:
     parser.add_argument(
         "--preset",
         metavar="NAME",
-        help="instead of a run: random weights from a preset, NAME for a GPT (tiny, default, …) or translate/NAME "
+        help="instead of a run: random weights from a preset, NAME for a GPT (tiny, default, …) or translation/NAME "
         "for the encoder–decoder; shows the shapes without training",
     )
     parser.add_argument(
@@ -205,47 +205,44 @@ def describe_kind(kind: str, maps, query: int | None, how: str, top: int) -> tup
     return lines, entry
 
 
+SIDE_WORDS = {"text": "tokens", "source": "source tokens", "target": "decoder tokens"}
+
+
 def run_inspect(args) -> None:
+    from kqv.families import load_subject
     from kqv.inspect.attention import token_label
-    from kqv.inspect.patterns import gpt_maps, load_subject, translation_maps
     from kqv.viz.attention import plot_grid, plot_head
 
     started = time.perf_counter()
     run, text = _run_and_text(args)
     subject = load_subject(run, args.preset, args.seed)
-    target = None
-    if subject.family == "gpt":
-        if args.attention or args.target is not None:
-            raise UserError("--attention and --target are for translation runs; a GPT has one kind of attention")
-        all_maps = {"self": gpt_maps(subject.model, subject.tokenizer, text)}
-    else:
-        all_maps, target = translation_maps(subject.model, subject.tokenizer, text, args.target)
-        sides = (all_maps["cross"].key_texts, all_maps["cross"].query_texts)  # (source + </s>, <s> + target)
-        if args.attention:
-            all_maps = {args.attention: all_maps[args.attention]}
+    family = subject.family
+    if (args.attention or args.target is not None) and not family.reads_target:
+        raise UserError(f"--attention and --target are for translation runs; {family.title} has one kind of attention")
+    all_maps, target = family.attention_maps(subject.model, subject.tokenizer, text, args.target)
+    sides = {maps.query_side: maps.query_texts for maps in all_maps.values()}  # text; or source, then target
+    if args.attention:
+        all_maps = {args.attention: all_maps[args.attention]}
     _check_range(all_maps, args)
     queries = {kind: _pick_query(maps, args) for kind, maps in all_maps.items()}
     if all(index is None for index, _, _ in queries.values()):
         raise UserError(next(iter(queries.values()))[2])  # found on no side: the first side's full message
 
     out_dir = Path(args.out) if args.out else subject.default_out
-    print(f"model: {subject.name} ({subject.family})")
-    if subject.family == "gpt":
-        tokens = [token_label(t) for t in all_maps["self"].query_texts]
-        print(f"tokens ({len(tokens)}): {_numbered(all_maps['self'].query_texts)}")
-    else:
-        source_texts, target_texts = sides
-        tokens = {"source": [token_label(t) for t in source_texts], "target": [token_label(t) for t in target_texts]}
-        print(f"source tokens ({len(source_texts)}): {_numbered(source_texts)}")
-        where = "--target" if args.target is not None else "the model's greedy translation"
-        print(f"target ({where}): {target}")
-        print(f"decoder tokens ({len(target_texts)}): {_numbered(target_texts)}")
+    print(f"model: {subject.name} ({family.name})")
+    for side, texts in sides.items():
+        if side == "target":
+            where = "--target" if args.target is not None else "the model's greedy translation"
+            print(f"target ({where}): {target}")
+        print(f"{SIDE_WORDS[side]} ({len(texts)}): {_numbered(texts)}")
+    labels = {side: [token_label(t) for t in texts] for side, texts in sides.items()}
+    tokens = labels["text"] if list(labels) == ["text"] else labels  # a GPT's one list; source and target
 
     result = {
         "command": "inspect",
         "run": run,
         "preset": args.preset,
-        "model": subject.family,
+        "model": family.name,
         "text": text,
         "target": target,
         "tokens": tokens,

@@ -1,11 +1,11 @@
 """`kqv lab …`: the attention lab (step 6): change the score, the mask or the positions, and measure it."""
 
-from kqv.commands._common import add_command, add_group, add_json_flag, emit_json, positive_int
+from kqv.commands._common import add_command, add_group, add_json_flag, add_steps_flag, emit_json, positive_int
 from kqv.errors import UserError
 
 
 def register(groups) -> None:
-    from kqv.lab.variants import GRID_SPECS
+    from kqv.lab.grids import GRID_SPECS
 
     sub = add_group(
         groups,
@@ -28,7 +28,7 @@ def register(groups) -> None:
         "--variants", action="append", metavar="'score=…;mask=…;pos=…'",
         help="one variant; keys left out keep the baseline (scaled_dot, causal, learned); repeatable",
     )  # fmt: skip
-    run.add_argument("--steps", type=positive_int, default=300, help="optimiser steps per run (default 300)")
+    add_steps_flag(run, default=300, help="optimiser steps per run (default 300)")
     run.add_argument("--seeds", type=positive_int, default=3, help="runs per variant, seeds 0…n−1 (default 3)")
     run.add_argument("--data", help="a UTF-8 text file or folder (default: the embedded tiny Shakespeare)")
     run.add_argument("--out", help="lab folder (default: runs/lab-GRID, or runs/lab-custom for --variants)")
@@ -54,9 +54,9 @@ def register(groups) -> None:
 def run_lab_command(args) -> None:
     import time
 
+    from kqv.device import pick_device
     from kqv.lab.run import run_lab
     from kqv.lab.variants import grid_variants, parse_variant
-    from kqv.train.run_dir import pick_device
 
     if args.variants:
         variants, title = [parse_variant(text) for text in args.variants], "custom"

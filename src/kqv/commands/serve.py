@@ -8,7 +8,7 @@ from kqv.errors import UserError
 EXAMPLES = """\
   kqv serve runs/gpt                               # then open http://127.0.0.1:8000
   kqv serve runs/gpt runs/kitchen runs/translate   # several runs, chosen on the page
-  kqv serve --preset tiny --preset translate/tiny  # random weights, no training needed
+  kqv serve --preset tiny --preset translation/tiny  # random weights, no training needed
   kqv serve runs/gpt --port 0                      # any free port (printed)
 """
 
@@ -31,7 +31,7 @@ def register(groups) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="also serve a preset with random weights (NAME for a GPT, translate/NAME for translation); repeatable",
+        help="also serve a preset with random weights (NAME for a GPT, translation/NAME for translation); repeatable",
     )
     parser.add_argument(
         "--host",
@@ -46,7 +46,7 @@ def load_explorers(runs: list[str], presets: list[str], seed: int = 0):
     """One Explorer per run and preset, with short unique ids (the folder name; preset:NAME)."""
     from pathlib import Path
 
-    from kqv.inspect.patterns import load_subject
+    from kqv.families import load_subject
     from kqv.serve.explorer import Explorer
 
     if not runs and not presets:

@@ -2,7 +2,7 @@
 
 import sys
 
-from kqv.commands._common import add_command, add_group, add_json_flag, emit_json, positive_int
+from kqv.commands._common import add_command, add_group, add_json_flag, add_steps_flag, emit_json, positive_int
 from kqv.errors import UserError
 
 SUBCOMMANDS = ("train", "eval", "text")
@@ -35,10 +35,10 @@ def register(groups) -> None:
     train.add_argument("--tgt-file", help="their translations, line by line")
     train.add_argument("--reverse", action="store_true", help="translate the other way (target → source)")
     train.add_argument("--out", help="run directory (default: runs/translate, or runs/translate-2, …)")
-    train.add_argument("--steps", type=positive_int, help="optimiser steps (overrides the preset)")
+    add_steps_flag(train)
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config value, e.g. d_model=512, norm_first=true, train.lr=5e-4 (repeatable)",
+        help="override a config value, e.g. n_embd=512, norm_first=true, train.lr=5e-4 (repeatable)",
     )  # fmt: skip
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last state")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -99,7 +99,8 @@ def _hidden():
 
 
 def run_train(args) -> None:
-    from kqv.train.translate_run import DataSpec, train_translation
+    from kqv.data.parallel import DataSpec
+    from kqv.train.translate_run import train_translation
 
     data = DataSpec(args.data, args.src_col, args.tgt_col, args.src_file, args.tgt_file, args.reverse)
     result, run_dir, summary = train_translation(
@@ -124,7 +125,7 @@ def run_train(args) -> None:
 
 
 def _pairs_from_args(args):
-    from kqv.train.translate_run import DataSpec
+    from kqv.data.parallel import DataSpec
 
     if args.data is None and args.src_file is None and args.tgt_file is None:
         return None
@@ -132,10 +133,11 @@ def _pairs_from_args(args):
 
 
 def run_eval(args) -> None:
+    from kqv.evaluate.bleu import evaluate_translation
+    from kqv.families.translation import TRANSLATION_FAMILY
     from kqv.fileio import atomic_write_bytes
-    from kqv.train.translate_run import evaluate_translation, load_translation_run
 
-    run = load_translation_run(args.run)
+    run = TRANSLATION_FAMILY.load(args.run)
     pairs = _pairs_from_args(args)
     result = evaluate_translation(run, pairs, beam=args.beam, alpha=args.alpha, n_examples=max(0, args.examples))
     decoding = "greedy" if args.beam == 1 else f"beam {args.beam}, α {args.alpha}"
@@ -156,12 +158,13 @@ def run_eval(args) -> None:
 
 
 def run_text(args) -> None:
-    from kqv.train.translate_run import load_translation_run, translate
+    from kqv.families.translation import TRANSLATION_FAMILY
+    from kqv.generate.translate import translate
 
     sentences = args.sentences or [line.strip() for line in sys.stdin if line.strip()]
     if not sentences:
         raise UserError("nothing to translate: give sentences as arguments or lines on stdin")
-    run = load_translation_run(args.run)
+    run = TRANSLATION_FAMILY.load(args.run)
     translations = translate(run, sentences, beam=args.beam, alpha=args.alpha)
     if args.json:
         emit_json({"command": "translate", "run": args.run, "translations": translations})

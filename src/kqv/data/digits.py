@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sklearn.datasets import load_digits
 
 from kqv.data.idx import load_idx_pair
 from kqv.errors import UserError
@@ -61,8 +62,6 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int
 
 
 def load_embedded() -> DigitData:
-    from sklearn.datasets import load_digits
-
     bunch = load_digits()
     x = bunch.data.astype(np.float64) / 16.0  # (1797, 64), ink = 1
     labels = bunch.target.astype(np.int64)  # (1797,)

@@ -22,17 +22,16 @@ pairs, reproducibly from a seed:
                      pair that shares its source or target with a held-out pair
 """
 
-import gzip
 import random
 import unicodedata
-import zlib
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import NamedTuple
 
-from kqv.data.text import read_regular_file
+from kqv.data.files import read_plain_or_gzip
 from kqv.errors import UserError
+from kqv.fileio import atomic_write_bytes
 
 Pair = tuple[str, str]  # (source, target)
 
@@ -140,12 +139,7 @@ def _read_lines(path: Path) -> list[str]:
     """The lines of a UTF-8 file, plain or gzip, without line endings (a final newline ends the last line).
 
     Errors name the file and the line, never the line's text."""
-    raw = read_regular_file(path, "give a text file (plain or .gz)")
-    try:
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error):  # gzip.BadGzipFile is an OSError; its message quotes the file's bytes
-        raise UserError(f"{path}: the gzip file is truncated or damaged") from None
+    raw = read_plain_or_gzip(path, "give a text file (plain or .gz)")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -269,3 +263,66 @@ def _carve(pairs: list[Pair], candidates, n: int, rng: random.Random) -> tuple[l
     rest = [(src, tgt) for src, tgt in pairs if src not in drawn_sources and tgt not in drawn_targets]
     dropped = len(pairs) - len(drawn) - len(rest)
     return [pairs[i] for i in drawn], rest, dropped
+
+
+# --- where a run's pairs come from, and its held-out pairs on disk
+
+
+@dataclass
+class DataSpec:
+    """Where the pairs come from: the embedded corpus, a TSV, or two line-aligned files."""
+
+    tsv: str | None = None
+    src_col: int = 1
+    tgt_col: int = 2
+    src_file: str | None = None
+    tgt_file: str | None = None
+    reverse: bool = False
+
+    def describe(self) -> str:
+        if self.src_file:
+            return f"{self.src_file} ↔ {self.tgt_file}" + (" (reversed)" if self.reverse else "")
+        if self.tsv:
+            return f"{self.tsv} columns {self.src_col}→{self.tgt_col}" + (" (reversed)" if self.reverse else "")
+        return "embedded English→Spanish verses" + (" (reversed: Spanish→English)" if self.reverse else "")
+
+    def read(self) -> list[tuple[str, str]]:
+        if (self.src_file is None) != (self.tgt_file is None):
+            raise UserError("--src-file and --tgt-file go together: give both line-aligned files")
+        if self.src_file and self.tsv:
+            raise UserError("give either --data PATH.tsv or --src-file/--tgt-file, not both")
+        if self.src_file:
+            pairs = read_aligned(self.src_file, self.tgt_file)
+            return [(t, s) for s, t in pairs] if self.reverse else pairs
+        if self.tsv:
+            return read_tsv(self.tsv, self.src_col, self.tgt_col, reverse=self.reverse)
+        return read_tsv(default_corpus_path(), 2, 3, reverse=self.reverse, header=True)
+
+    def to_dict(self) -> dict:
+        resolve = lambda p: str(Path(p).resolve()) if p else None  # noqa: E731
+        return {
+            "tsv": resolve(self.tsv),
+            "src_col": self.src_col,
+            "tgt_col": self.tgt_col,
+            "src_file": resolve(self.src_file),
+            "tgt_file": resolve(self.tgt_file),
+            "reverse": self.reverse,
+        }
+
+
+def write_pairs(path: Path, pairs: list[tuple[str, str]]) -> None:
+    """source<TAB>target, a pair per line, written atomically."""
+    atomic_write_bytes(path, "".join(f"{s}\t{t}\n" for s, t in pairs).encode())
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """A run's held-out pairs (valid.tsv, test.tsv), as `write_pairs` wrote them."""
+    return read_tsv(path, 1, 2)
+
+
+def encode_pairs(tokenizer, pairs, max_len: int) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """Token ids of each pair -> (examples, how many were dropped as longer than max_len − 1 tokens on either side)."""
+    src = tokenizer.encode_batch([s for s, _ in pairs])
+    tgt = tokenizer.encode_batch([t for _, t in pairs])
+    examples = [(s, t) for s, t in zip(src, tgt, strict=True) if len(s) < max_len and len(t) < max_len]
+    return examples, len(pairs) - len(examples)

@@ -16,13 +16,10 @@ The pipeline, as in nanoGPT's `prepare.py` and `get_batch`:
        window  ^-------^          y = [9 2 7 4]
 """
 
-import errno
 import gzip
 import hashlib
 import json
-import os
 import stat
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,6 +30,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 
+from kqv.data.files import corpus_files, not_a_file, read_text_file, stat_input
 from kqv.errors import UserError
 from kqv.fileio import atomic_write_bytes
 
@@ -76,143 +74,19 @@ def read_corpus(path: str | Path | None = None) -> Corpus:
         "no such file or folder; give a UTF-8 text file or a folder of .txt files "
         "(or no path for the embedded Shakespeare)"
     )
-    mode = _stat_input(path, missing).st_mode
+    mode = stat_input(path, missing).st_mode
     if stat.S_ISDIR(mode):
-        paths = _corpus_files(path)
+        paths = corpus_files(path)
         if not paths:
             raise UserError(f"{path}: folder has no .txt files; a corpus folder holds UTF-8 text files ending in .txt")
-        text = "\n".join(_read_text_file(p) for p in paths)
+        text = "\n".join(read_text_file(p) for p in paths)
     elif stat.S_ISREG(mode):
-        text = _read_text_file(path)
+        text = read_text_file(path)
     else:
-        raise _not_a_file(
-            path, mode, "give a UTF-8 text file or a folder of .txt files (save a stream to a file first)"
-        )
+        raise not_a_file(path, mode, "give a UTF-8 text file or a folder of .txt files (save a stream to a file first)")
     if not text.strip():
         raise UserError(f"{path}: the corpus is empty or only whitespace; a GPT needs text to learn from")
     return Corpus(text, str(path))
-
-
-def _stat_input(path: Path, missing: str) -> os.stat_result:
-    """`os.stat(path)` (through links), or a UserError naming `path`: `missing` says what to give instead."""
-    try:
-        return os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UserError(
-                f"{path}: is a symlink loop (following its links never reaches a file); "
-                "point it at a real file or folder"
-            ) from None
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            if os.path.islink(path):
-                raise UserError(f"{path}: is a symlink to {os.readlink(path)}, which does not exist") from None
-            raise UserError(f"{path}: {missing}") from None
-        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-
-
-_NOT_FILES = {
-    stat.S_IFDIR: "a folder",
-    stat.S_IFIFO: "a FIFO (named pipe)",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # 0 on Windows, which has no FIFOs to block on
-_OPEN_FLAGS = os.O_RDONLY | _NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-
-
-def _not_a_file(path: Path, mode: int, advice: str) -> UserError:
-    """The error for reading `path` whole when its `st_mode` is not a regular file's."""
-    kind = _NOT_FILES.get(stat.S_IFMT(mode), "not a regular file")
-    return UserError(f"{path}: is {kind}, not a regular file; {advice}")
-
-
-def read_regular_file(path: Path, advice: str = "give a regular file") -> bytes:
-    """All bytes of a regular file; a FIFO, a device, a socket or a folder is a UserError, never a hang.
-
-    Checked twice: by `stat` before opening (opening a device can have effects), and on the open
-    file, opened without blocking, in case the path changed in between (a FIFO with no writer
-    blocks an ordinary open forever, and /dev/zero never ends).
-    """
-    mode = _stat_input(path, "no such file").st_mode
-    if not stat.S_ISREG(mode):
-        raise _not_a_file(path, mode, advice)
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    with open(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _not_a_file(path, mode, advice)
-        if _NONBLOCK:
-            os.set_blocking(fd, True)
-        try:
-            return f.read()
-        except OSError as exc:
-            raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-
-
-def _corpus_files(folder: Path) -> list[Path]:
-    """The `*.txt` files under `folder`, in order of their relative paths; links are followed, hidden names skipped.
-
-    A link to a folder that contains it (a loop) or a `.txt` name that is not a regular file is a
-    UserError: skipping it would silently train on less than the folder holds.
-    """
-    found = []  # (relative path, path)
-    stack = [(folder, "", {_identity(_stat_input(folder, "no such folder"))})]  # (folder, relative, folders it is in)
-    while stack:
-        directory, relative, ancestors = stack.pop()
-        try:
-            names = sorted(entry.name for entry in os.scandir(directory))
-        except OSError as exc:
-            raise UserError(f"{directory}: cannot list the folder ({exc.strerror or exc})") from None
-        for name in names:
-            if name.startswith("."):
-                continue
-            path, rel = directory / name, f"{relative}{name}"
-            try:
-                st = os.stat(path)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP or name.endswith(".txt"):
-                    _stat_input(path, "cannot be read")  # raises the error that explains why
-                continue  # a broken link not named .txt is ignored, like any other file not named .txt
-            if stat.S_ISDIR(st.st_mode):
-                if _identity(st) in ancestors:
-                    raise UserError(
-                        f"{path}: is a symlink loop: it leads back to {path.resolve()}, a folder that holds it, "
-                        "so the corpus would never end; remove the link"
-                    )
-                stack.append((path, f"{rel}/", ancestors | {_identity(st)}))
-            elif name.endswith(".txt"):
-                if not stat.S_ISREG(st.st_mode):
-                    raise _not_a_file(path, st.st_mode, "a corpus folder's .txt files must be text files: move it out")
-                found.append((rel, path))
-    return [path for _, path in sorted(found)]
-
-
-def _identity(st: os.stat_result) -> tuple[int, int]:
-    return st.st_dev, st.st_ino
-
-
-def _read_text_file(path: Path) -> str:
-    """One UTF-8 file (a leading byte-order mark is dropped; gzip is undone)."""
-    raw = read_regular_file(path, "give a UTF-8 text file or a folder of .txt files (save a stream to a file first)")
-    try:
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error):  # gzip.BadGzipFile is an OSError; its message quotes the file's bytes
-        raise UserError(f"{path}: the gzip file is truncated or damaged") from None
-    binary = f"{path}: looks like a binary file, not UTF-8 text"
-    if b"\x00" in raw:
-        raise UserError(f"{binary} (it holds NUL bytes; UTF-16 text must be converted to UTF-8 first)")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(
-            f"{binary} (byte 0x{raw[exc.start]:02x} at offset {exc.start} is not valid UTF-8); "
-            "convert text in other encodings to UTF-8, e.g. with iconv"
-        ) from None
 
 
 def split_train_val(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,8 +22,10 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from kqv.errors import UserError
+from kqv.nn.masks import allowed_positions
 
 ROW_SUM_TOLERANCE = 1e-4  # float32 softmax rows sum to 1 within ~1e-6; this leaves room, catches real bugs
 
@@ -108,10 +110,6 @@ def top_attended(row: np.ndarray, tokens: list[str], k: int = 3) -> list[Attende
 
 def allowed_cells(mask: str, Tq: int, Tk: int) -> np.ndarray:
     """(Tq, Tk) bool: True where a query may see a key under `mask` (a kqv.nn.masks name), for a whole sequence."""
-    import torch
-
-    from kqv.nn.masks import allowed_positions
-
     q_pos = torch.arange(Tk - Tq, Tk)  # the last Tq positions: queries and keys of one sequence line up at the end
     allowed = allowed_positions(mask, q_pos, torch.arange(Tk))
     return np.ones((Tq, Tk), dtype=bool) if allowed is None else allowed.numpy()

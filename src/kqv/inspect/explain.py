@@ -165,7 +165,7 @@ def _gpt_meaning(name: str, shape, model) -> str:
 
 def _translation_meaning(name: str, shape, model) -> str:
     c = model.config
-    C = c.d_model
+    C = c.n_embd
     m = _LAYER.match(name)
     if m is None:
         return {
@@ -231,7 +231,7 @@ def gpt_flops(model, T: int) -> tuple[list[FlopRow], int]:
 def translation_flops(model, S: int, T: int) -> tuple[list[FlopRow], int]:
     """Forward FLOPs per source token (encoder, cross K/V) and per target token at S, T and max_len."""
     c = model.config
-    C, F, Le, Ld, V, limit = c.d_model, c.d_ff, c.n_layer_enc, c.n_layer_dec, c.vocab_size, c.max_len
+    C, F, Le, Ld, V, limit = c.n_embd, c.d_ff, c.n_layer_enc, c.n_layer_dec, c.vocab_size, c.max_len
 
     def rows(s: int, t: int) -> list[tuple[str, str, str, int]]:
         return [
@@ -295,7 +295,7 @@ def explain_translation(model, src_ids: list[int], tgt_in: list[int], vocab_note
         ("B", 1, "sentence pairs in the batch (one here)"),
         ("S", S, f"source tokens, </s> included (at most max_len = {c.max_len})"),
         ("T", T, "target tokens fed to the decoder: <s> + the target (teacher forcing)"),
-        ("C", c.d_model, "model width (d_model): the length of every token's vector"),
+        ("C", c.n_embd, "model width (n_embd; d_model in the paper): the length of every token's vector"),
         ("nh", c.n_head, "attention heads per attention"),
         ("hs", c.head_size, "head size C/nh: the length of each head's q, k and v"),
         ("F", c.d_ff, "feed-forward hidden width (d_ff)"),

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from kqv.fileio import atomic_write_bytes
+from kqv.viz.png import pyplot, save_png
 
 LEAK_MARGIN = 0.05  # nats/token: honest − teacher-forced above this counts as measured leakage
 
@@ -151,8 +152,6 @@ def plot_curves(curves: dict[str, list[list[dict]]], leaking: set[str], path: st
 
     curves: variant label -> one log (rows with step, val_loss) per seed. Leaking variants are dashed.
     """
-    from kqv.viz.png import pyplot, save_png
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for label, logs in curves.items():

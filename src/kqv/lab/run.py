@@ -20,7 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kqv import __version__
+from kqv.data.text import fixed_batches, prepare_tokens, read_corpus
 from kqv.errors import UserError
+from kqv.families.gpt import GPT_FAMILY
+from kqv.generate.sampling import generate
 from kqv.lab.leakage import honest_loss
 from kqv.lab.results import (
     RunResult,
@@ -33,6 +37,8 @@ from kqv.lab.results import (
     write_text,
 )
 from kqv.lab.variants import BASELINE, Variant, parse_variant
+from kqv.train.gpt_run import train_gpt
+from kqv.train.loop import read_log
 
 PRESET = "lab"
 N_WINDOWS = 8  # validation windows of block_size for the honest loss
@@ -68,8 +74,6 @@ def run_lab(
     say: Callable[[str], None] = print,
 ) -> LabReport:
     """Train, evaluate and report every (variant, seed) not already finished under `out`."""
-    from kqv import __version__
-
     if not variants:
         raise UserError("no variants to run; give --grid NAME or --variants 'score=…;mask=…;pos=…'")
     if len({v.spec for v in variants}) != len(variants):
@@ -128,8 +132,6 @@ def _read_meta(out: Path) -> dict:
 
 def _finished(run_dir: Path) -> bool:
     """True when the run's log reached its last step and its best weights exist."""
-    from kqv.train.loop import read_log
-
     config = run_dir / "config.json"
     if not (config.is_file() and (run_dir / "model.safetensors").is_file()):
         return False
@@ -139,8 +141,6 @@ def _finished(run_dir: Path) -> bool:
 
 
 def _train(variant, seed, run_dir, steps, data, preset, overrides, device) -> None:
-    from kqv.train.gpt_run import train_gpt
-
     quiet = lambda *_: None  # noqa: E731 - the lab prints one line per run instead
     if (run_dir / "trainer.safetensors").is_file() and (run_dir / "config.json").is_file():
         train_gpt(resume=str(run_dir), device=device, say=quiet)
@@ -153,11 +153,7 @@ def _train(variant, seed, run_dir, steps, data, preset, overrides, device) -> No
 
 def evaluate_run_dir(run_dir: Path, variant: Variant, seed: int, wall_seconds: float) -> dict:
     """Honest and teacher-forced loss on fixed validation windows, and a sample; saved as lab-eval.json."""
-    from kqv.data.text import fixed_batches, prepare_tokens, read_corpus
-    from kqv.generate.sampling import generate
-    from kqv.train.gpt_run import load_run
-
-    run = load_run(run_dir)
+    run = GPT_FAMILY.load(run_dir)
     tokens = prepare_tokens(read_corpus(run.info["data"]["path"]), run.tokenizer, run_dir / "data")
     (x, y) = fixed_batches(tokens.val, run.model_config.block_size, N_WINDOWS, 1, WINDOW_SEED)[0]
     space = run.tokenizer.encode(" ")
@@ -183,8 +179,6 @@ def evaluate_run_dir(run_dir: Path, variant: Variant, seed: int, wall_seconds: f
 
 def report_lab(out: str | Path) -> LabReport:
     """Rebuild results.csv, results.md, curves.png and samples.md from the finished runs under `out`."""
-    from kqv.train.loop import read_log
-
     out = Path(out)
     if not (out / "lab.json").is_file():
         raise UserError(f"{out}: not a lab folder (no lab.json); run `kqv lab run --out {out}` first")

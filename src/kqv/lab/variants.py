@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from functools import cache
 
 from kqv.errors import UserError
+from kqv.lab.grids import GRID_SPECS
+from kqv.nn.masks import parse_mask, sees_future
+from kqv.nn.positional import POSITIONAL
+from kqv.nn.scores import SCORES
 
 BASELINE = {"score": "scaled_dot", "mask": "causal", "pos": "learned"}
 
@@ -47,17 +51,11 @@ class Variant:
     @property
     def leaks(self) -> bool:
         """True when the mask lets a position see the token it must predict."""
-        from kqv.nn.masks import sees_future
-
         return sees_future(self.mask)
 
 
 def parse_variant(text: str, question: str = "") -> Variant:
     """`"score=dot;mask=window:8"` -> Variant; an unknown key or value is a one-line UserError."""
-    from kqv.nn.masks import parse_mask
-    from kqv.nn.positional import POSITIONAL
-    from kqv.nn.scores import SCORES
-
     values = dict(BASELINE)
     for part in (p.strip() for p in text.split(";")):
         if not part:
@@ -76,42 +74,6 @@ def parse_variant(text: str, question: str = "") -> Variant:
     if values["pos"] not in POSITIONAL:
         raise UserError(f"variant {text!r}: unknown pos {values['pos']!r}; choose one of {', '.join(POSITIONAL)}")
     return Variant(values["score"], values["mask"], values["pos"], question)
-
-
-# the built-in grids as plain text, so that building the CLI parser imports no torch; `grid_variants` parses them
-GRID_SPECS: dict[str, tuple[tuple[str, str], ...]] = {
-    "scores": (
-        ("score=scaled_dot", "baseline: q·kᵀ/√hs"),
-        ("score=dot", "no 1/√hs scale"),
-        ("score=squared_dot", "square the numbers first"),
-        ("score=negated_dot", "the literal inverse: −q·kᵀ/√hs"),
-        ("score=neg_distance", "a distance, inverted: −‖q−k‖²/√hs"),
-        ("score=cosine", "cosine similarity with a learned temperature"),
-        ("score=additive", "Bahdanau's small network"),
-    ),
-    "masks": (
-        ("mask=causal", "baseline: hide the upper-right triangle (the future)"),
-        ("mask=anticausal", "hide the lower-left triangle (the past) instead"),
-        ("mask=none", "hide nothing"),
-        ("mask=window:8", "see only the last 8 tokens"),
-    ),
-    "positions": (
-        ("pos=sinusoidal", "sin and cos of the position (Vaswani et al.)"),
-        ("pos=learned", "baseline: a learned vector per position (GPT-2)"),
-        ("pos=rope", "rotate q and k by the position"),
-        ("pos=alibi", "a distance penalty added to the scores"),
-        ("pos=none", "no position information at all"),
-    ),
-    "seed-questions": (
-        ("score=scaled_dot", "baseline: why the dot product? (compare with the rest)"),
-        ("score=squared_dot", "what if we square the numbers first?"),
-        ("score=negated_dot", "what if we use the inverse of it?"),
-        ("score=neg_distance", "what if we use an inverse distance instead?"),
-        ("mask=anticausal", "what if we mask the lower-left half instead of the upper-right?"),
-        ("pos=sinusoidal", "why sin and cos for positions? (vs learned, the baseline)"),
-        ("pos=none", "why positions at all?"),
-    ),
-}
 
 
 @cache

@@ -33,13 +33,12 @@ is exactly how kqv's in_proj rows are read (MultiHeadAttention.project_qkv views
 `h.i.attn.bias` and `h.i.attn.masked_bias`, causal-mask buffers that older files carry, are
 skipped; an `lm_head.weight` must equal `wte.weight`. Every other name must be used exactly once:
 a missing name, a leftover or a wrong shape is an error that lists them.
+
+Reading and writing the folder itself is kqv.models.hf_folder; a kqv run directory made from one
+is kqv.runs.imported.
 """
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -47,13 +46,11 @@ from typing import NamedTuple
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from safetensors.torch import save as save_tensors
 
 from kqv.config import ConfigError, GPTConfig
 from kqv.errors import UserError
-from kqv.fileio import atomic_write_bytes
 from kqv.models.gpt import GPT
-from kqv.tokenizer.bpe import GPT2_EOT, BPETokenizer, VocabMerges, vocab_merges_of
+from kqv.tokenizer.bpe import BPETokenizer
 
 HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}  # GPT-2's GELU, tanh approximation
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which kqv's GPT uses
@@ -320,237 +317,3 @@ def to_hf_tensors(model: GPT) -> dict[str, torch.Tensor]:
         PREFIX + w.hf: (own[w.kqv].t() if w.conv1d else own[w.kqv]).detach().cpu().contiguous()
         for w in weight_names(model.config.n_layer)
     }
-
-
-# --- tokenizer files
-
-
-def read_hf_tokenizer(hf_dir: Path) -> tuple[BPETokenizer, list[str]]:
-    """tokenizer.json, else vocab.json + merges.txt -> (kqv's BPETokenizer, the files read)."""
-    tokenizer_json, vocab_json, merges_txt = hf_dir / "tokenizer.json", hf_dir / "vocab.json", hf_dir / "merges.txt"
-    files = ["tokenizer_config.json"]
-    try:
-        if tokenizer_json.is_file():
-            files = [tokenizer_json.name]
-            parts = vocab_merges_of(json.loads(tokenizer_json.read_text(encoding="utf-8")))
-        elif vocab_json.is_file() and merges_txt.is_file():
-            files = [vocab_json.name, merges_txt.name]
-            parts = _read_vocab_merges(vocab_json, merges_txt)
-        else:
-            raise UserError(f"{hf_dir}: no tokenizer; a GPT-2 checkpoint has tokenizer.json or vocab.json + merges.txt")
-        _check_tokenizer_config(hf_dir / "tokenizer_config.json")
-        return BPETokenizer.from_vocab_merges(parts), files
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{hf_dir}/{files[0]}: cannot read the tokenizer ({exc})") from None
-
-
-def _read_vocab_merges(vocab_json: Path, merges_txt: Path) -> VocabMerges:
-    vocab = json.loads(vocab_json.read_text(encoding="utf-8"))
-    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
-        raise ValueError("vocab.json must map each token to an integer id")
-    merges = []
-    for n, line in enumerate(merges_txt.read_text(encoding="utf-8").splitlines(), 1):
-        if not line or (n == 1 and line.startswith("#version")):
-            continue
-        pair = tuple(line.split(" "))
-        if len(pair) != 2:
-            raise ValueError(f"merges.txt line {n} is not two tokens separated by a space: {line!r}")
-        merges.append(pair)
-    added = [GPT2_EOT] if GPT2_EOT in vocab else []  # transformers' GPT-2 tokenizer finds it whole in any text
-    return VocabMerges(vocab, merges, added)
-
-
-def _check_tokenizer_config(path: Path) -> None:
-    """Settings in tokenizer_config.json that would change the ids are refused, not ignored."""
-    if not path.is_file():
-        return
-    settings = json.loads(path.read_text(encoding="utf-8"))
-    for key in ("add_prefix_space", "add_bos_token", "add_eos_token"):
-        if settings.get(key):
-            raise ValueError(f"tokenizer_config.json sets {key}, which kqv's tokenizer does not do")
-
-
-def write_hf_tokenizer(tokenizer: BPETokenizer, hf_dir: Path, model_max_length: int) -> list[Path]:
-    """vocab.json, merges.txt, tokenizer.json and tokenizer_config.json as `transformers` writes GPT-2's."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-
-    parts = tokenizer.vocab_merges()
-    hf = Tokenizer(
-        models.BPE(vocab=parts.vocab, merges=parts.merges, continuing_subword_prefix="", end_of_word_suffix="")
-    )
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    hf.decoder = decoders.ByteLevel()
-    hf.post_processor = processors.ByteLevel(trim_offsets=False)
-    hf.add_special_tokens([AddedToken(a, special=True, normalized=False) for a in parts.added_tokens])
-    eot = GPT2_EOT if GPT2_EOT in parts.vocab else None  # a kqv-trained BPE has none
-    config = {
-        "tokenizer_class": "GPT2Tokenizer",
-        "model_max_length": model_max_length,
-        "add_prefix_space": False,
-        "errors": "replace",
-        "bos_token": eot,
-        "eos_token": eot,
-        "unk_token": eot,
-        "pad_token": None,
-    }
-    merges = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in parts.merges)
-    files = {
-        "vocab.json": json.dumps(parts.vocab, ensure_ascii=False),
-        "merges.txt": merges,
-        "tokenizer.json": hf.to_str(),
-        "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
-    }
-    return [atomic_write_bytes(hf_dir / name, text.encode("utf-8")) for name, text in files.items()]
-
-
-# --- whole checkpoints
-
-
-def _hf_dir(hf_dir: str | Path) -> Path:
-    path = Path(hf_dir)
-    if not path.is_dir():
-        raise UserError(f"{path}: no such directory; give a Hugging Face GPT-2 folder (config.json, model.safetensors)")
-    return path
-
-
-def read_hf_config(hf_dir: Path) -> dict:
-    path = hf_dir / "config.json"
-    if not path.is_file():
-        raise UserError(f"{hf_dir}: no config.json; is this a Hugging Face model folder?")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-
-
-def load_hf_gpt2(hf_dir: str | Path) -> HFModel:
-    """A Hugging Face GPT-2 folder -> (kqv GPT in eval mode, its BPETokenizer, HFInfo); the same logits, fp32."""
-    path = _hf_dir(hf_dir)
-    hf_config = read_hf_config(path)
-    config = gpt_config_from_hf(hf_config, str(path / "config.json"))
-    tokenizer, tokenizer_files = read_hf_tokenizer(path)
-    if tokenizer.vocab_size != config.vocab_size:
-        raise UserError(
-            f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model {config.vocab_size} embeddings; "
-            "kqv needs them equal"
-        )
-    hf_tensors = read_hf_tensors(path)
-    tensors, skipped = to_kqv_tensors(hf_tensors, config, str(path))
-    info = HFInfo(
-        hf_dir=str(path.resolve()),
-        hf_config=hf_config,
-        prefixed=any(name.startswith(PREFIX) for name in hf_tensors),
-        skipped=skipped,
-        dtype=", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in hf_tensors.values()})),
-        tokenizer_files=tokenizer_files,
-    )
-    model = GPT(config)
-    own = model.state_dict()
-    with torch.no_grad():
-        for name, t in tensors.items():  # shapes were checked name by name above
-            own[name].copy_(t)
-    return HFModel(model.eval(), tokenizer, info)
-
-
-def save_hf_gpt2(model: GPT, tokenizer, hf_dir: str | Path) -> Path:
-    """Write `model` as a GPT-2 checkpoint that `transformers` loads (GPT2LMHeadModel, AutoTokenizer).
-
-    Refuses (UserError, every reason listed) a model that is not GPT-2 and a HF_DIR that holds
-    anything. The files are written into a temporary folder beside HF_DIR, which is renamed to
-    HF_DIR once complete: a crash leaves no half-written checkpoint.
-    """
-    problems = gpt2_problems(model.config, tokenizer)
-    if problems:
-        raise UserError("this model cannot be written as GPT-2: " + "; ".join(problems))
-    eot = tokenizer.hf.token_to_id(GPT2_EOT)
-    files = {
-        "config.json": (json.dumps(hf_config_from_gpt(model.config, eot), indent=2) + "\n").encode(),
-        "model.safetensors": save_tensors(to_hf_tensors(model), metadata={"format": "pt"}),  # transformers checks it
-    }
-    return _write_folder(Path(hf_dir), files, lambda d: write_hf_tokenizer(tokenizer, d, model.config.block_size))
-
-
-def _write_folder(target: Path, files: dict[str, bytes], more=None) -> Path:
-    """Write `files` (and whatever `more(folder)` writes) to a new folder `target`, all or nothing."""
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise UserError(f"{target}: already exists and is not empty; choose a new folder")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    except OSError as exc:
-        raise UserError(f"{target}: cannot write there ({exc.strerror})") from None
-    try:
-        for name, data in files.items():
-            atomic_write_bytes(staging / name, data)
-        if more is not None:
-            more(staging)
-        os.chmod(staging, 0o777 & ~_umask())
-        os.replace(staging, target)  # an empty target folder is replaced; a non-empty one was refused above
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# --- kqv run directories
-
-
-def import_hf_run(hf_dir: str | Path, run_dir: str | Path) -> Path:
-    """A Hugging Face GPT-2 folder -> a kqv run directory that `kqv gpt sample|eval`, `inspect`, `serve` read."""
-    from kqv import __version__
-    from kqv.config import TrainConfig, to_dict
-    from kqv.tokenizer import save_tokenizer
-    from kqv.train.checkpoint import CHECKSUM_KEY, model_tensors, tensors_digest
-
-    run_dir = Path(run_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise UserError(f"{run_dir}: already exists and is not empty; choose a new run directory")
-    model, tokenizer, info = load_hf_gpt2(hf_dir)
-    train = TrainConfig(tokenizer="bpe", bpe_vocab_size=max(tokenizer.vocab_size, 257))  # the table must be valid
-    config = {
-        "kqv_version": __version__,
-        "kind": "gpt",
-        "preset": None,
-        "model": to_dict(model.config),
-        "train": to_dict(train),
-        "tokenizer": {"kind": "bpe", "fingerprint": tokenizer.fingerprint()},
-        "imported_from": {
-            "format": "huggingface-gpt2",
-            "hf_dir": info.hf_dir,
-            "dtype": info.dtype,
-            "tokenizer_files": info.tokenizer_files,
-            "skipped": info.skipped,
-        },
-    }
-    config["checksums"] = "sha256"  # model.safetensors carries its own sha256 and config.json's
-    config_bytes = (json.dumps(config, indent=2) + "\n").encode()
-    tensors = model_tensors(model)
-    meta = json.dumps({"imported_from": info.hf_dir, "config_sha256": hashlib.sha256(config_bytes).hexdigest()})
-    weights = save_tensors(tensors, metadata={"kqv": meta, CHECKSUM_KEY: tensors_digest(tensors, meta)})
-    files = {"config.json": config_bytes, "model.safetensors": weights}
-    return _write_folder(run_dir, files, lambda d: save_tokenizer(tokenizer, d / "tokenizer.json"))
-
-
-def export_hf_run(run_dir: str | Path, hf_dir: str | Path) -> Path:
-    """A kqv run directory -> a Hugging Face GPT-2 folder (see `save_hf_gpt2`)."""
-    from kqv.train.gpt_run import load_run
-
-    run = load_run(run_dir)
-    return save_hf_gpt2(run.model, run.tokenizer, hf_dir)
-
-
-def load_hf_run(hf_dir: str | Path, device: str = "cpu"):
-    """A Hugging Face GPT-2 folder as a kqv `Run` (for `kqv gpt sample|eval --from-hf`), nothing written."""
-    from kqv.config import TrainConfig, to_dict
-    from kqv.train.gpt_run import Run
-
-    model, tokenizer, info = load_hf_gpt2(hf_dir)
-    train = TrainConfig(tokenizer="bpe", bpe_vocab_size=max(tokenizer.vocab_size, 257))
-    meta = {"kind": "gpt", "model": to_dict(model.config), "train": to_dict(train), "imported_from": info.hf_dir}
-    return Run(model.to(device), tokenizer, model.config, train, meta, Path(info.hf_dir))

@@ -36,6 +36,8 @@ from kqv.nn.hooks import HookPoint
 from kqv.nn.kv_cache import LayerCache
 from kqv.nn.positional import make_positional
 
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")  # the tokenizer's ids 0, 1, 2: TransformerConfig's pad_id, bos_id, eos_id
+
 
 @dataclass
 class Seq2SeqOutput:
@@ -71,11 +73,11 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.norm_first = c.norm_first
         self.self_attn = MultiHeadAttention(
-            c.d_model, c.n_head, c.bias, c.dropout, mask="none", attn_dropout=c.attn_dropout
+            c.n_embd, c.n_head, c.bias, c.dropout, mask="none", attn_dropout=c.attn_dropout
         )
-        self.ln_1 = nn.LayerNorm(c.d_model, bias=c.bias)
-        self.ff = FeedForward(c.d_model, c.bias, c.dropout, hidden=c.d_ff, activation=c.activation)
-        self.ln_2 = nn.LayerNorm(c.d_model, bias=c.bias)
+        self.ln_1 = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.ff = FeedForward(c.n_embd, c.bias, c.dropout, hidden=c.d_ff, activation=c.activation)
+        self.ln_2 = nn.LayerNorm(c.n_embd, bias=c.bias)
         self.resid_pre, self.resid_mid, self.resid_post = HookPoint(), HookPoint(), HookPoint()  # (B, S, C) each
 
     def forward(self, x: torch.Tensor, src_pad: torch.Tensor, need_pattern: bool = False):
@@ -97,15 +99,15 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.norm_first = c.norm_first
         self.self_attn = MultiHeadAttention(
-            c.d_model, c.n_head, c.bias, c.dropout, mask="causal", attn_dropout=c.attn_dropout
+            c.n_embd, c.n_head, c.bias, c.dropout, mask="causal", attn_dropout=c.attn_dropout
         )
-        self.ln_1 = nn.LayerNorm(c.d_model, bias=c.bias)
+        self.ln_1 = nn.LayerNorm(c.n_embd, bias=c.bias)
         self.cross_attn = MultiHeadAttention(
-            c.d_model, c.n_head, c.bias, c.dropout, mask="none", attn_dropout=c.attn_dropout
+            c.n_embd, c.n_head, c.bias, c.dropout, mask="none", attn_dropout=c.attn_dropout
         )
-        self.ln_2 = nn.LayerNorm(c.d_model, bias=c.bias)
-        self.ff = FeedForward(c.d_model, c.bias, c.dropout, hidden=c.d_ff, activation=c.activation)
-        self.ln_3 = nn.LayerNorm(c.d_model, bias=c.bias)
+        self.ln_2 = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.ff = FeedForward(c.n_embd, c.bias, c.dropout, hidden=c.d_ff, activation=c.activation)
+        self.ln_3 = nn.LayerNorm(c.n_embd, bias=c.bias)
         # hook points on the stream (B, T, C): entering, after self-attention, after cross-attention, leaving
         self.resid_pre, self.resid_mid, self.resid_cross, self.resid_post = (HookPoint() for _ in range(4))
 
@@ -172,21 +174,21 @@ class Transformer(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         c = self.config = config
-        self.embed = nn.Embedding(c.vocab_size, c.d_model)  # shared: source, target and output projection
-        self.positional = make_positional(c.pos_encoding, c.d_model, c.n_head, c.max_len)
+        self.embed = nn.Embedding(c.vocab_size, c.n_embd)  # shared: source, target and output projection
+        self.positional = make_positional(c.pos_encoding, c.n_embd, c.n_head, c.max_len)
         self.drop = nn.Dropout(c.dropout)
         self.encoder = nn.ModuleList(EncoderLayer(c) for _ in range(c.n_layer_enc))
         self.decoder = nn.ModuleList(DecoderLayer(c) for _ in range(c.n_layer_dec))
         # pre-LN leaves the residual stream unnormalised; post-LN's last sublayer already normalised it
-        self.ln_enc = nn.LayerNorm(c.d_model, bias=c.bias) if c.norm_first else nn.Identity()
-        self.ln_dec = nn.LayerNorm(c.d_model, bias=c.bias) if c.norm_first else nn.Identity()
+        self.ln_enc = nn.LayerNorm(c.n_embd, bias=c.bias) if c.norm_first else nn.Identity()
+        self.ln_dec = nn.LayerNorm(c.n_embd, bias=c.bias) if c.norm_first else nn.Identity()
         # hook points: embeddings entering each stack (B, S, C) and (B, T, C); the encoder's output (B, S, C);
         # the decoder's (B, T, C); logits (B, T, V)
         self.embed_src, self.embed_tgt, self.memory = HookPoint(), HookPoint(), HookPoint()
         self.decoder_out, self.logits = HookPoint(), HookPoint()
         self.apply(self._init_weights)
         # E ~ N(0, 1/d_model): the input E·√d_model has unit-variance rows, the output x·Eᵀ modest logits
-        nn.init.normal_(self.embed.weight, mean=0.0, std=c.d_model**-0.5)
+        nn.init.normal_(self.embed.weight, mean=0.0, std=c.n_embd**-0.5)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -200,7 +202,7 @@ class Transformer(nn.Module):
 
     def _embed(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
         pos = torch.arange(start, start + ids.shape[1], device=ids.device)  # (T,)
-        x = self.embed(ids) * math.sqrt(self.config.d_model)  # (B, T, C), scaled on the input side only
+        x = self.embed(ids) * math.sqrt(self.config.n_embd)  # (B, T, C), scaled on the input side only
         x = self.positional.add_to_embeddings(x, pos)  # (B, T, C)
         return self.drop(x) if self.training else x
 

@@ -15,63 +15,25 @@ start into it replaces it, and `--resume` on it starts again from step 0 with it
 settings (the same seed, so the same run an uninterrupted start would have made).
 
 One process at a time trains into a folder: `claim_new` and `claim_resume` take its
-lock (kqv.train.run_lock) and keep it until the training ends; a second process gets
+lock (kqv.runs.lock) and keep it until the training ends; a second process gets
 one line naming the PID that holds it. Both also clear the temporaries that a killed
 write leaves (`.NAME.*.tmp`).
 """
 
 import json
-import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from kqv.config import ConfigError, TrainConfig, from_dict
 from kqv.errors import Terminated, UserError
-from kqv.fileio import remove_temporaries, sha256_file, write_error
-from kqv.train.run_lock import LOCK_NAME, RunLock, in_use_message
+from kqv.fileio import remove_temporaries, write_error
+from kqv.runs.config_file import read_config
+from kqv.runs.lock import LOCK_NAME, RunLock, in_use_message
 
 RUN_FILES = ("config.json", "tokenizer.json", "model.safetensors", "trainer.safetensors")
 # what a start writes before its first trainer state: cleared when a new start takes the folder over
 START_FILES = ("config.json", "tokenizer.json", "model.safetensors", "log.csv", "loss.png", "valid.tsv", "test.tsv")
-KINDS = ("gpt", "translation")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def pick_device(name: str) -> str:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
-    return name
-
-
-def configure_device(device: str) -> None:
-    """CUDA: float32 matmuls and convolutions in TF32 (tensor cores; a 10-bit mantissa, which
-    training does not notice). Other devices are left as they are."""
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-
-def gpt_amp(device: str) -> torch.dtype | None:
-    """The GPT's autocast dtype: bf16 on a CUDA GPU that has it, else None (fp32).
-
-    The CPU stays fp32, as the GPT always has, so CPU runs stay comparable with earlier ones.
-    (The translation trainer chooses for itself: kqv.train.translate_run.pick_amp.)
-    """
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
 
 
 def _header_meta(path: Path) -> dict | None:
@@ -287,118 +249,9 @@ def claim_resume(resume: str, kind: str, needed: tuple[str, ...], lock: bool = T
     return claim, info, has_state
 
 
-def read_config(run_dir: Path, kind: str | None = None) -> dict:
-    """config.json, checked field by field: damage or an edit is a UserError naming the file and the field.
-
-    `kind` ("gpt", "translation"): a run of another kind is refused first, naming both kinds."""
-    path = run_dir / "config.json"
-    if path.is_dir():
-        raise UserError(f"{path}: a folder is where this file belongs; move it aside")
-    if not path.is_file():
-        raise UserError(f"{run_dir}: not a kqv run directory (no config.json)")
-    try:
-        info = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
-    except ValueError as exc:
-        raise UserError(f"{path}: damaged or incomplete ({type(exc).__name__}: {exc}); it cannot be loaded") from None
-    found = info.get("kind", "gpt") if isinstance(info, dict) else None
-    if kind is not None and found in KINDS and found != kind:
-        raise UserError(f"{run_dir}: not a {'GPT' if kind == 'gpt' else kind} run (it is a {found} run)")
-    problem = config_problem(info)
-    if problem:
-        raise UserError(f"{path}: damaged or edited: {problem}; it cannot be loaded")
-    info.setdefault("kind", "gpt")
-    return info
-
-
-def config_problem(info) -> str | None:
-    """What is wrong with a config.json's contents, in a few words, or None. Values are never echoed."""
-    if not isinstance(info, dict):
-        return "it is not a JSON object"
-    for table in ("model", "train"):
-        if not isinstance(info.get(table), dict):
-            return f'"{table}" is missing or not a table'
-    kind = info.get("kind", "gpt")
-    if kind not in KINDS:
-        return f'"kind" is not one of {", ".join(KINDS)}'
-    for key in ("kqv_version", "preset"):
-        if info.get(key) is not None and not isinstance(info[key], str):
-            return f'"{key}" is not a string'
-    tok = info.get("tokenizer")
-    if not isinstance(tok, dict) or tok.get("kind") not in ("char", "bpe") or not _is_sha(tok.get("fingerprint")):
-        return '"tokenizer" must hold kind (char or bpe) and a sha256 fingerprint'
-    if info.get("files") is not None:
-        files = info["files"]
-        if not isinstance(files, dict) or not all(
-            name in ("tokenizer.json", "valid.tsv", "test.tsv") and _is_sha(sha) for name, sha in files.items()
-        ):
-            return '"files" must map tokenizer.json, valid.tsv, test.tsv to sha256 digests'
-    if info.get("checksums") not in (None, "sha256"):
-        return '"checksums" must be "sha256"'
-    if "imported_from" in info:
-        return None if isinstance(info["imported_from"], dict) else '"imported_from" is not a table'
-    data = info.get("data")
-    if not isinstance(data, dict):
-        return '"data" is missing or not a table'
-    if kind == "gpt":
-        if not isinstance(data.get("path"), str) or not data["path"] or not isinstance(data.get("source"), str):
-            return '"data" must hold the corpus path and source as strings'
-        if not _is_sha(data.get("sha256")):
-            return '"data.sha256" is not a sha256 digest'
-        return None
-    spec = data.get("spec")
-    if not isinstance(spec, dict) or set(spec) != {"tsv", "src_col", "tgt_col", "src_file", "tgt_file", "reverse"}:
-        return '"data.spec" must hold tsv, src_col, tgt_col, src_file, tgt_file and reverse'
-    if not all(spec[k] is None or (isinstance(spec[k], str) and spec[k]) for k in ("tsv", "src_file", "tgt_file")):
-        return '"data.spec" paths must be strings or null'
-    if not all(_is_int(spec[k], 1, 1000) for k in ("src_col", "tgt_col")) or not isinstance(spec["reverse"], bool):
-        return '"data.spec" columns must be whole numbers 1…1000 and reverse true or false'
-    if not _is_int(data.get("split_seed"), 0, 2**63 - 1):
-        return '"data.split_seed" is not a whole number ≥ 0'
-    return None
-
-
-def _is_sha(value) -> bool:
-    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
-
-
-def _is_int(value, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def config_sha256(run_dir: Path) -> str:
-    return sha256_file(run_dir / "config.json")
-
-
-def verify_recorded(run_dir: Path, info: dict, meta: dict | None = None, where: str = "model.safetensors") -> None:
-    """The files config.json recorded (held-out pairs) and config.json itself, as recorded in a tensor file's
-    metadata `meta`, must be unchanged: a flipped byte in any of them is one line naming the file."""
-    for name, digest in (info.get("files") or {}).items():
-        path = run_dir / name
-        if path.is_file() and sha256_file(path) != digest:
-            raise UserError(f"{path}: damaged or changed since the run started (its sha256 is not the one recorded)")
-    recorded = (meta or {}).get("config_sha256")
-    if recorded is not None and recorded != config_sha256(run_dir):
-        raise UserError(
-            f"{run_dir}/config.json: damaged or changed since {where} was written (its sha256 is not the one recorded)"
-        )
-
-
 def out_of_memory(exc: BaseException) -> bool:
     """Whether an exception from torch is an allocation failure (CPU or GPU)."""
     text = str(exc).lower()
     return isinstance(exc, MemoryError) or (
         isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
     )
-
-
-def saved_configs(run_dir: Path, info: dict, model_cls: type):
-    """(model config, TrainConfig) from a run's config.json; damage is a UserError naming the file."""
-    try:
-        return (
-            from_dict(model_cls, info["model"], f"{run_dir}/config.json model"),
-            from_dict(TrainConfig, info["train"], f"{run_dir}/config.json train"),
-        )
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None

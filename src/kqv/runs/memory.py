@@ -17,6 +17,8 @@ is set; on a CUDA device, the GPU's free memory. Where neither is known, nothing
 
 from pathlib import Path
 
+import torch
+
 from kqv.config import GPTConfig, TrainConfig, TransformerConfig
 from kqv.errors import UserError
 
@@ -33,7 +35,7 @@ def gpt_parameters(c: GPTConfig) -> int:
 
 def transformer_parameters(c: TransformerConfig) -> int:
     """Parameters (and the sinusoid table) of kqv.models.transformer.Transformer, roughly to the bias."""
-    d, f = c.d_model, c.d_ff
+    d, f = c.n_embd, c.d_ff
     encoder = c.n_layer_enc * (4 * d * d + 2 * d * f)
     decoder = c.n_layer_dec * (8 * d * d + 2 * d * f)
     table = c.max_len * d if c.pos_encoding in ("learned", "sinusoidal") else 0
@@ -43,8 +45,6 @@ def transformer_parameters(c: TransformerConfig) -> int:
 def available_bytes(device: str = "cpu") -> int | None:
     """Memory this process can still get on `device`, or None when it cannot be told."""
     if device.startswith("cuda"):
-        import torch
-
         try:
             return int(torch.cuda.mem_get_info()[0])
         except (RuntimeError, AssertionError):
@@ -91,7 +91,7 @@ def gpt_training_bytes(c: GPTConfig, t: TrainConfig) -> int:
 def transformer_training_bytes(c: TransformerConfig, t: TrainConfig) -> int:
     P = transformer_parameters(c)
     layers = c.n_layer_enc + c.n_layer_dec
-    activations = F32 * t.batch_tokens * (2 * c.vocab_size + 10 * layers * c.d_model)
+    activations = F32 * t.batch_tokens * (2 * c.vocab_size + 10 * layers * c.n_embd)
     return 4 * F32 * P + activations
 
 
@@ -109,7 +109,7 @@ def check_transformer_training(c: TransformerConfig, t: TrainConfig, device: str
     check_fits(
         transformer_training_bytes(c, t),
         f"training this Transformer ({transformer_parameters(c):,} parameters, batches of {t.batch_tokens:,} tokens)",
-        "lower d_model, d_ff, the layers, vocab_size, max_len or batch_tokens",
+        "lower n_embd, d_ff, the layers, vocab_size, max_len or batch_tokens",
         device,
     )
 

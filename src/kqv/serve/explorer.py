@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from kqv.errors import UserError
-from kqv.generate.sampling import Decoder, check_sampling_values, filter_logits, is_greedy
+from kqv.families import Family, Subject
+from kqv.generate.sampling import check_sampling_values, filter_logits, is_greedy
 from kqv.generate.sampling import next_token as sample_next_token
 from kqv.inspect.attention import token_label, token_texts
-from kqv.inspect.patterns import AttentionMaps, Subject, gpt_maps, translation_maps
+from kqv.inspect.patterns import AttentionMaps
 
 MAX_TEXT_CHARS = 2000  # longer request texts are refused before they reach a tokenizer
 MAX_NEW_TOKENS = 500
@@ -35,7 +36,8 @@ MAX_TEMPERATURE = 10.0
 
 @dataclass
 class Explorer:
-    """One served model and the lock its forward passes take turns on."""
+    """One served model and the lock its forward passes take turns on; what differs between a GPT and a
+    translation model is asked of its family (kqv.families)."""
 
     id: str
     subject: Subject
@@ -44,7 +46,7 @@ class Explorer:
     # --- what the model is
 
     @property
-    def family(self) -> str:
+    def family(self) -> Family:
         return self.subject.family
 
     @property
@@ -54,21 +56,18 @@ class Explorer:
     @property
     def max_tokens(self) -> int:
         """The longest text the model reads: block_size for a GPT, max_len (with </s>) for translation."""
-        return self.config.block_size if self.family == "gpt" else self.config.max_len
+        return self.family.max_tokens(self.config)
 
     def layers(self) -> dict[str, int]:
         """Layers per kind of attention."""
-        c = self.config
-        if self.family == "gpt":
-            return {"self": c.n_layer}
-        return {"encoder": c.n_layer_enc, "decoder": c.n_layer_dec, "cross": c.n_layer_dec}
+        return self.family.layers(self.config)
 
     def info(self) -> dict:
         c = self.config
         return {
             "id": self.id,
             "name": self.subject.name,
-            "family": self.family,
+            "family": self.family.name,
             "kinds": list(self.layers()),
             "layers": self.layers(),
             "n_head": c.n_head,
@@ -87,10 +86,15 @@ class Explorer:
         if not text.strip():
             raise UserError(f"the {what} is empty; type a sentence, e.g. The pizza came out of the oven")
         ids = self.subject.tokenizer.encode(text)
-        room = self.max_tokens - (1 if self.family == "translation" else 0)  # </s> or <s> takes one
+        room = self.family.text_room(self.config)  # a translation's </s> or <s> takes one
         if len(ids) > room:
             raise UserError(f"the {what} is {len(ids)} tokens but this model reads at most {room}; shorten it")
         return ids
+
+    def encode_target(self, target: str | None) -> list[int] | None:
+        """A translation's target text (None or blank: none); a GPT refuses any target."""
+        self.family.check_target(target)
+        return self.encode(target, "target text") if target is not None and target.strip() else None
 
     def tokens(self, ids: list[int]) -> list[dict]:
         return [
@@ -120,26 +124,17 @@ class Explorer:
         """
         layers = self.layers()
         if kind is not None and kind not in layers:
-            raise UserError(f"kind {kind!r} is not one of this {self.family} model's: {', '.join(layers)}")
+            raise UserError(f"kind {kind!r} is not one of this {self.family.name} model's: {', '.join(layers)}")
         kinds = [kind] if kind else list(layers)
         for k in kinds:
             check_index("layer", layer, layers[k], f"layers of {k} attention")
         check_index("head", head, self.config.n_head, "heads per layer")
-        if target is not None and self.family == "gpt":
-            raise UserError("target is for translation models; a GPT reads only text")
+        self.encode(text, self.family.text_word)
+        given = target if self.encode_target(target) is not None else None
         with self.lock, torch.inference_mode():
-            if self.family == "gpt":
-                self.encode(text)
-                maps, used_target = {"self": gpt_maps(self.subject.model, self.subject.tokenizer, text)}, None
-            else:
-                self.encode(text, "source text")
-                if target is not None and target.strip():
-                    self.encode(target, "target text")
-                maps, used_target = translation_maps(
-                    self.subject.model, self.subject.tokenizer, text, target if target and target.strip() else None
-                )
+            maps, used_target = self.family.attention_maps(self.subject.model, self.subject.tokenizer, text, given)
         answer = {k: _maps_dict(maps[k], layer, head) for k in kinds}
-        return {"model": self.id, "family": self.family, "target": used_target, "attention": answer}
+        return {"model": self.id, "family": self.family.name, "target": used_target, "attention": answer}
 
     # --- the next token
 
@@ -159,7 +154,10 @@ class Explorer:
         translation's <pad> and <s>: 0). The `show` most likely tokens are listed, most likely first.
         """
         check_sampling(temperature, top_k, top_p)
-        logits = self._next_logits(text, target)  # (V,)
+        text_ids = self.encode(text, self.family.text_word)
+        target_ids = self.encode_target(target)
+        with self.lock, torch.inference_mode():
+            logits = self.family.next_logits(self.subject.model, text_ids, target_ids)  # (V,)
         raw, prob = distributions(logits, temperature, top_k, top_p, never=self.never_drawn())
         order = torch.argsort(logits, descending=True, stable=True)[:show].tolist()
         texts = token_texts(self.subject.tokenizer, order)
@@ -184,23 +182,9 @@ class Explorer:
             "tokens": rows,
         }
 
-    def _next_logits(self, text: str, target: str | None) -> torch.Tensor:
-        model = self.subject.model
-        device = next(model.parameters()).device
-        if self.family == "gpt":
-            if target is not None:
-                raise UserError("target is for translation models; a GPT reads only text")
-            ids = self.encode(text)
-            with self.lock, torch.inference_mode():
-                return model(torch.tensor([ids], device=device)).logits[0, -1].float()
-        c = self.config
-        src = [*self.encode(text, "source text"), c.eos_id]
-        tgt = [c.bos_id, *(self.encode(target, "target text") if target and target.strip() else [])]
-        if len(tgt) > c.max_len:
-            raise UserError(f"the target is {len(tgt)} tokens with <s>; this model reads at most {c.max_len}")
-        with self.lock, torch.inference_mode():
-            out = model(torch.tensor([src], device=device), torch.tensor([tgt], device=device))
-            return out.logits[0, -1].float()
+    def never_drawn(self) -> list[int]:
+        """Ids sampling never draws: a translation's <pad> and <s>, which are never output (kqv.generate.beam)."""
+        return self.family.never_drawn(self.config)
 
     # --- generation
 
@@ -220,12 +204,23 @@ class Explorer:
         check_sampling(temperature, top_k, top_p, seed)
         if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
             raise UserError(f"max_new_tokens must be 1…{MAX_NEW_TOKENS}, got {max_new_tokens}")
-        if self.family == "gpt":
-            steps = self._gpt_steps(self.encode(text), max_new_tokens, temperature, top_k, top_p, seed)
-        else:
-            src = [*self.encode(text, "source text"), self.config.eos_id]
-            steps = self._translation_steps(src, max_new_tokens, temperature, top_k, top_p, seed)
-        return self._stream(steps)
+        text_ids = self.encode(text, self.family.text_word)
+        return self._stream(self._steps(text_ids, max_new_tokens, temperature, top_k, top_p, seed))
+
+    def _steps(self, text_ids, max_new_tokens, temperature, top_k, top_p, seed) -> Iterator[int]:
+        model, never = self.subject.model, self.never_drawn()
+        with self.lock, torch.inference_mode():  # a decoder may re-store the weights once (kqv.generate.layout)
+            decoder = self.family.decoder(model, text_ids, max_new_tokens)
+        generator = _generator(model, seed)
+        for _ in range(decoder.limit):
+            with self.lock, torch.inference_mode():
+                logits = decoder.next_logits()  # (V,)
+                logits[never] = float("-inf")
+                token = _draw(logits, temperature, top_k, top_p, generator)
+            if decoder.ends(token):
+                return
+            decoder.append(token)
+            yield token
 
     def _stream(self, steps: Iterator[int]) -> Iterator[dict]:
         """Per token: its id, its own piece (`label`), and `text`: the text it completes. A multi-byte
@@ -253,52 +248,13 @@ class Explorer:
             "tokens_per_s": round(len(new) / seconds, 1) if seconds > 0 else None,
         }
 
-    def _gpt_steps(self, prompt, max_new_tokens, temperature, top_k, top_p, seed) -> Iterator[int]:
-        model = self.subject.model
-        with self.lock:  # a Decoder may re-store the weights once (kqv.generate.layout): not while others read them
-            decoder = Decoder(model, prompt)
-        generator = _generator(model, seed)
-        for _ in range(max_new_tokens):
-            with self.lock, torch.inference_mode():
-                token = _draw(decoder.next_logits()[0], temperature, top_k, top_p, generator)
-            decoder.append(token)
-            yield token
-
-    def never_drawn(self) -> list[int]:
-        """Ids sampling never draws: a translation's <pad> and <s>, which are never output (kqv.generate.beam)."""
-        return [self.config.pad_id, self.config.bos_id] if self.family == "translation" else []
-
-    def _translation_steps(self, src, max_new_tokens, temperature, top_k, top_p, seed) -> Iterator[int]:
-        model, c = self.subject.model, self.config
-        device = next(model.parameters()).device
-        limit = min(max_new_tokens, c.max_len - 2)  # as kqv translate: the target and its </s> fit in max_len − 1
-        with self.lock, torch.inference_mode():
-            state = model.start_decoding(torch.tensor([src], device=device), limit + 1)
-        generator = _generator(model, seed)
-        token = c.bos_id
-        for _ in range(limit):
-            with self.lock, torch.inference_mode():
-                logits = model.step(torch.tensor([token], device=device), state)[0].float()  # (V,)
-                logits[self.never_drawn()] = float("-inf")
-                token = _draw(logits, temperature, top_k, top_p, generator)
-            if token == c.eos_id:
-                return
-            yield token
-
     # --- shapes
 
     def explain(self, text: str) -> dict:
         """`kqv explain` on `text`: every tensor of one forward pass with its shape and meaning."""
-        from kqv.inspect.explain import explain_gpt, explain_translation
-
-        model = self.subject.model
+        text_ids = self.encode(text, self.family.text_word)
         with self.lock, torch.inference_mode():
-            if self.family == "gpt":
-                explanation = explain_gpt(model, self.encode(text))
-            else:
-                c = self.config
-                src = [*self.encode(text, "source text"), c.eos_id]
-                explanation = explain_translation(model, src, [c.bos_id])
+            explanation = self.family.explain(self.subject.model, text_ids, None)
         return {"model": self.id, **explanation.to_dict()}
 
 

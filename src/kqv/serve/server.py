@@ -6,6 +6,8 @@ import threading
 import time
 from contextlib import contextmanager
 
+import uvicorn
+
 from kqv.errors import UserError
 
 
@@ -43,8 +45,6 @@ def url_of(sock: socket.socket) -> str:
 
 
 def _server(app):
-    import uvicorn
-
     return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
 
 

@@ -56,6 +56,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from kqv.errors import UserError
 
@@ -187,8 +188,6 @@ def wrap(model: nn.Module, device: str) -> nn.Module:
     """
     if world_size() == 1:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     device_ids = [torch.device(device).index] if device.startswith("cuda") else None
     newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters  # newer torch renamed it
     no_buffer_sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
@@ -206,7 +205,7 @@ def no_sync(model: nn.Module, skip: bool):
 def session(device: str) -> Iterator[str]:
     """Join torchrun's process group for the duration of a run; yields this process's device.
 
-    `device` is an already resolved name (kqv.train.run_dir.pick_device): "cuda" becomes
+    `device` is an already resolved name (kqv.runs.directory.pick_device): "cuda" becomes
     "cuda:LOCAL_RANK" under torchrun. Without torchrun (no WORLD_SIZE, or 1), or when the
     caller has already made a process group, nothing is set up or torn down here.
     """

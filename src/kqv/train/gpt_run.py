@@ -1,53 +1,31 @@
-"""A GPT training run from start to finish, and loading a finished run back.
+"""A GPT training run from start to finish.
 
 `train_gpt` resolves the config (preset + `--set` overrides), reads the corpus,
 trains or loads the tokenizer, caches the token ids under RUN_DIR/data, builds
-the model and hands everything to the shared `Trainer`. `load_run` gives back the
-model (best validation weights), its tokenizer and configs, checking that they fit.
+the model and hands everything to the shared `Trainer`. Loading a finished run back is
+kqv.families.gpt (through kqv.runs.load); scoring it, kqv.evaluate.perplexity.
 """
 
-import json
-import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from kqv import __version__
 from kqv.config import ConfigError, GPTConfig, TrainConfig, apply_overrides, from_dict, load_preset, to_dict
+from kqv.data.text import BatchSampler, cached_tokens, fixed_batches, prepare_tokens, read_corpus
+from kqv.device import amp_dtype, configure_device, pick_device
 from kqv.errors import UserError
-from kqv.fileio import atomic_write_bytes
 from kqv.models.gpt import GPT
+from kqv.runs.config_file import config_sha256, saved_configs, write_config
+from kqv.runs.directory import claim_new, claim_resume, holding
+from kqv.runs.memory import check_gpt_training
+from kqv.tokenizer import load_tokenizer, save_tokenizer, tokenizer_from_dict, train_tokenizer
 from kqv.train import distributed
-from kqv.train.checkpoint import load_model_tensors, read_safetensors
 from kqv.train.loop import Trainer, TrainResult
-from kqv.train.memory import check_gpt_loading, check_gpt_training
-from kqv.train.run_dir import (
-    claim_new,
-    claim_resume,
-    config_sha256,
-    configure_device,
-    gpt_amp,
-    holding,
-    pick_device,
-    read_config,
-    run_status,
-    saved_configs,
-    verify_recorded,
-)
+from kqv.viz.curves import plot_loss_curve
 
 DEFAULT_PRESET = "default"
-
-
-@dataclass
-class Run:
-    model: GPT
-    tokenizer: object
-    model_config: GPTConfig
-    train_config: TrainConfig
-    info: dict  # the whole config.json
-    run_dir: Path
 
 
 def resolve_configs(preset: str, overrides: list[str], vocab_size: int | None = None) -> tuple[dict, TrainConfig]:
@@ -106,14 +84,11 @@ def _quiet(_: str) -> None:
 
 
 def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_model, stop_at, say, started, claims):
-    from kqv.data.text import BatchSampler, cached_tokens, fixed_batches, prepare_tokens, read_corpus
-    from kqv.tokenizer import load_tokenizer, save_tokenizer, tokenizer_from_dict, train_tokenizer
-
     main, shard = distributed.is_main(), (distributed.rank(), distributed.world_size())
     has_state = False
     if resume is not None:  # every rank reads the run's files; rank 0 holds the lock
         if overrides or data or max_iters:
-            raise UserError("--resume continues a run with its own settings; drop --set/--data/--max-iters")
+            raise UserError("--resume continues a run with its own settings; drop --set/--data/--steps")
         claim, info, has_state = claim_resume(resume, "gpt", (), lock=main)
         claims.extend([claim] if claim else [])
         run_dir = Path(resume)
@@ -188,7 +163,7 @@ def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_
         }
         if main and resume is None:  # only once the data is known to be usable
             save_tokenizer(tokenizer, run_dir / "tokenizer.json")
-            atomic_write_bytes(run_dir / "config.json", (json.dumps(info, indent=2) + "\n").encode())
+            write_config(run_dir, info)
         return sampler, eval_sets
 
     sampler, eval_sets = distributed.main_first(load_data)
@@ -201,7 +176,7 @@ def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_
     configure_device(device)
     require = info.get("checksums") == "sha256"
     trainer = Trainer(
-        model, train_cfg, sampler, eval_sets, run_dir, device, gpt_amp(device), compiled, say, stamp, require
+        model, train_cfg, sampler, eval_sets, run_dir, device, amp_dtype(device), compiled, say, stamp, require
     )
     n = distributed.world_size()
     where = f"{n} processes ({device.split(':')[0]})" if n > 1 else device
@@ -217,8 +192,6 @@ def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_
     result = trainer.fit(stop_at=stop_at)
     plot = None
     if result.log and main:
-        from kqv.viz.curves import plot_loss_curve
-
         plot = plot_loss_curve(result.log, run_dir / "loss.png", f"{run_dir.name}: {corpus.source}")
     summary = {
         "run_dir": str(run_dir),
@@ -238,56 +211,3 @@ def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_
         "step_grad_norms": result.step_grad_norms,  # and its gradient norm before clipping
     }
     return result, run_dir, summary
-
-
-def load_run(run_dir: str | Path, device: str = "cpu", weights: str = "model.safetensors") -> Run:
-    """A finished (or running) run's model with its best weights, and its tokenizer; every file is checked."""
-    from kqv.tokenizer import load_tokenizer
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory; train one with `kqv gpt train --out {run_dir}`")
-    info = read_config(run_dir, "gpt")
-    model_cfg, train_cfg = saved_configs(run_dir, info, GPTConfig)
-    check_gpt_loading(model_cfg, str(run_dir), device)
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    if tokenizer.fingerprint() != info["tokenizer"]["fingerprint"]:
-        raise UserError(f"{run_dir}/tokenizer.json is not the tokenizer this model was trained with")
-    if tokenizer.vocab_size != model_cfg.vocab_size:
-        raise UserError(
-            f"{run_dir}: tokenizer has {tokenizer.vocab_size} tokens but the model expects {model_cfg.vocab_size}"
-        )
-    if not (run_dir / weights).exists() and run_status(run_dir) == "started":
-        raise UserError(
-            f"{run_dir}: no weights yet (its start was stopped); train it: kqv gpt train --resume {run_dir}"
-        )
-    tensors, meta = read_safetensors(run_dir / weights, require_checksum=info.get("checksums") == "sha256")
-    verify_recorded(run_dir, info, meta, weights)
-    model = GPT(model_cfg)
-    load_model_tensors(model, tensors, str(run_dir / weights))
-    return Run(model.to(device).eval(), tokenizer, model_cfg, train_cfg, info, run_dir)
-
-
-@torch.no_grad()
-def evaluate_run(run: Run, data: str | None, batch_size: int = 16, n_batches: int | None = None, seed: int = 0) -> dict:
-    """Mean loss (nats/token) and perplexity on the validation split of `data` (default: the run's corpus).
-
-    By default every validation token is scored once (consecutive windows of block_size);
-    `n_batches` scores that many random batches instead, as training's evaluations do.
-    """
-    from kqv.data.text import consecutive_batches, fixed_batches, prepare_tokens, read_corpus
-
-    corpus = read_corpus(data if data is not None else run.info["data"]["path"])
-    tokens = prepare_tokens(corpus, run.tokenizer, None)
-    device = next(run.model.parameters()).device
-    T = run.model_config.block_size
-    if n_batches is None:
-        batches = consecutive_batches(tokens.val, T, batch_size)
-    else:
-        batches = fixed_batches(tokens.val, T, batch_size, n_batches, seed)
-    total, count = 0.0, 0
-    for x, y in batches:
-        total += run.model(x.to(device), y.to(device)).loss.item() * y.numel()  # mean -> sum over targets
-        count += y.numel()
-    loss = total / count
-    return {"loss": loss, "perplexity": math.exp(loss), "tokens": count}

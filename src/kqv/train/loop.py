@@ -44,17 +44,16 @@ from kqv.config import TrainConfig
 from kqv.errors import UserError
 from kqv.fileio import atomic_write_bytes
 from kqv.progress import progress_bar
-from kqv.train import distributed
-from kqv.train.checkpoint import (
+from kqv.runs.weights import (
     check_finite,
     load_model_tensors,
-    load_optimizer,
     model_tensors,
-    optimizer_tensors,
     read_safetensors,
     save_weights,
     write_safetensors,
 )
+from kqv.train import distributed
+from kqv.train.checkpoint import load_optimizer, optimizer_tensors
 from kqv.train.optim import make_optimizer, scheduled_lr
 
 LOG_FIELDS = ["step", "train_loss", "val_loss", "lr", "tokens_per_s", "elapsed_s"]

@@ -9,6 +9,7 @@ Encoder self-attention and cross-attention forbid nothing, so nothing of theirs 
 from pathlib import Path
 
 import numpy as np
+from matplotlib.patches import Rectangle
 
 from kqv.inspect.attention import masked_pattern, token_label
 from kqv.inspect.patterns import AttentionMaps
@@ -80,8 +81,6 @@ def plot_head(
 ) -> Path:
     """One head large, with token labels (up to HEAD_LABEL_LIMIT tokens) and a colour bar; `query`'s row outlined."""
     plt = pyplot()
-    from matplotlib.patches import Rectangle
-
     Tq, Tk = maps.patterns.shape[-2:]
     matrix = masked_pattern(maps.patterns[layer, head], maps.allowed())
     width = float(np.clip(0.16 * Tk + 2.5, 5.0, 16.0))

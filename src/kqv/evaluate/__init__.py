@@ -1,0 +1,1 @@
+"""Scoring trained models: perplexity from plain NLL (GPT and translation), BLEU and chrF through sacrebleu."""
