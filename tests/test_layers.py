@@ -131,3 +131,9 @@ def test_the_checker_sees_wrong_imports(tmp_path):
     assert kqv_imports(root / "nn" / "bad.py", root) == [(2, "kqv.train.loop", True)]
     assert kqv_imports(root / "nn" / "rel.py", root) == [(1, "kqv.config", False), (2, "kqv.nn", False)]
     assert LAYER_OF["train"] > LAYER_OF["nn"] and LAYER_OF["config"] > LAYER_OF["nn"]
+
+
+def test_every_folder_of_modules_is_a_package():
+    """A folder of modules without __init__.py is left out of an installed kqv (setuptools finds packages only)."""
+    folders = {p.parent for p in modules()}
+    assert not [str(f.relative_to(SRC)) for f in folders if not (f / "__init__.py").is_file()]
