@@ -75,6 +75,5 @@ def load_subject(run: str | None = None, preset: str | None = None, seed: int = 
             f"{run_dir}: no such run directory; train one with `kqv gpt train --out {run_dir}`, "
             "or look at a model with random weights: kqv inspect --preset tiny TEXT"
         )
-    fam = family_of(run_dir)
-    loaded = fam.load(run_dir)
-    return Subject(fam, loaded.model, loaded.tokenizer, str(run_dir), run_dir / "inspect")
+    loaded = load(run_dir)
+    return Subject(family(loaded.kind), loaded.model, loaded.tokenizer, str(run_dir), run_dir / "inspect")

@@ -5,7 +5,7 @@ where its data came from, its tokenizer's fingerprint, the sha256 of the files w
 (the held-out pairs of a translation run), and "checksums": "sha256" when every tensor file of the
 run carries its own digest and config.json's (kqv.runs.weights). It is written once, when a run
 starts (or is imported), and never changed: the tensor files record its sha256, so an edited or
-damaged config.json is refused (`verify_recorded`).
+damaged config.json is refused (`verify_config`).
 """
 
 import json
@@ -21,15 +21,16 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def config_bytes(info: dict) -> bytes:
-    """config.json as written: indented JSON, non-ASCII text kept as it is, a final newline."""
+    """config.json as written: indented JSON, non-ASCII text kept as it is, a final newline; the contents are
+    checked as a reader would check them."""
+    problem = config_problem(info)
+    if problem:
+        raise ValueError(f"config.json would be refused when read back: {problem}")
     return (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def write_config(run_dir: Path, info: dict) -> Path:
-    """The one writer of config.json (atomically); the contents are checked as a reader would check them."""
-    problem = config_problem(info)
-    if problem:
-        raise ValueError(f"config.json would be refused when read back: {problem}")
+    """The one writer of config.json in a run directory, atomically."""
     return atomic_write_bytes(run_dir / "config.json", config_bytes(info))
 
 
@@ -129,18 +130,37 @@ def config_sha256(run_dir: Path) -> str:
     return sha256_file(run_dir / "config.json")
 
 
-def verify_recorded(run_dir: Path, info: dict, meta: dict | None = None, where: str = "model.safetensors") -> None:
-    """The files config.json recorded (held-out pairs) and config.json itself, as recorded in a tensor file's
-    metadata `meta`, must be unchanged: a flipped byte in any of them is one line naming the file."""
+def checksummed(info: dict) -> bool:
+    """Whether every tensor file of this run was written with its sha256 (so one without it was changed)."""
+    return info.get("checksums") == "sha256"
+
+
+def verify_files(run_dir: Path, info: dict) -> None:
+    """The files config.json recorded (a translation run's held-out pairs) must be unchanged: one line if not."""
     for name, digest in (info.get("files") or {}).items():
         path = run_dir / name
         if path.is_file() and sha256_file(path) != digest:
             raise UserError(f"{path}: damaged or changed since the run started (its sha256 is not the one recorded)")
-    recorded = (meta or {}).get("config_sha256")
+
+
+def verify_config(run_dir: Path, meta: dict, where: str) -> None:
+    """config.json must be the one a tensor file `where` recorded (the sha256 in its metadata `meta`)."""
+    recorded = meta.get("config_sha256")
     if recorded is not None and recorded != config_sha256(run_dir):
         raise UserError(
             f"{run_dir}/config.json: damaged or changed since {where} was written (its sha256 is not the one recorded)"
         )
+
+
+def checkpoint_checks(run_dir: Path, info: dict, record: bool = True) -> dict:
+    """What a Trainer writes into every checkpoint of this run and checks on a resume, as its keyword arguments:
+    config.json's sha256 (`record=False` where config.json cannot be read, as on a rank that does not write),
+    whether a state without its own sha256 is refused, and the check that config.json is still that one."""
+    return {
+        "stamp": {"config_sha256": config_sha256(run_dir)} if record else {},
+        "require_checksum": checksummed(info),
+        "verify": lambda meta: verify_config(run_dir, meta, "trainer.safetensors"),
+    }
 
 
 def saved_configs(run_dir: Path, info: dict, model_cls: type):

@@ -30,24 +30,10 @@ from kqv.errors import Terminated, UserError
 from kqv.fileio import remove_temporaries, write_error
 from kqv.runs.config_file import read_config
 from kqv.runs.lock import LOCK_NAME, RunLock, in_use_message
+from kqv.runs.weights import read_metadata
 
-RUN_FILES = ("config.json", "tokenizer.json", "model.safetensors", "trainer.safetensors")
 # what a start writes before its first trainer state: cleared when a new start takes the folder over
 START_FILES = ("config.json", "tokenizer.json", "model.safetensors", "log.csv", "loss.png", "valid.tsv", "test.tsv")
-
-
-def _header_meta(path: Path) -> dict | None:
-    """The kqv metadata of a safetensors file, read from its header only; None if unreadable."""
-    try:
-        with path.open("rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n < 100_000_000:
-                return None
-            header = json.loads(f.read(n))
-        meta = json.loads(header.get("__metadata__", {}).get("kqv", "{}"))
-        return meta if isinstance(meta, dict) else None
-    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
-        return None
 
 
 def run_status(path: Path) -> str:
@@ -57,7 +43,7 @@ def run_status(path: Path) -> str:
     if (path / "trainer.safetensors").exists():
         return "run"
     if (path / "model.safetensors").exists():
-        meta = _header_meta(path / "model.safetensors")
+        meta = read_metadata(path / "model.safetensors")
         if meta is None or meta.get("step", 0) != 0 or "imported_from" in meta:
             return "run"  # trained (or unreadable) weights, or an imported model: never thrown away
         try:
@@ -68,10 +54,6 @@ def run_status(path: Path) -> str:
     if any((path / name).exists() for name in START_FILES) or (path / "data").is_dir():
         return "started"
     return "absent"
-
-
-def is_run_dir(path: Path) -> bool:
-    return run_status(path) == "run"
 
 
 def first_missing(path: Path) -> Path | None:
@@ -198,8 +180,6 @@ def claim_new(out: str | None, default: str) -> Claim:
     base = Path("runs") / default
     for n in range(1, 10_000):
         candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
-        if is_run_dir(candidate):
-            continue
         try:
             claim = _claim_fresh(candidate)
         except InUse:

@@ -6,19 +6,16 @@ no trainer state: it samples, it does not resume.
 """
 
 import hashlib
-import json
 from pathlib import Path
-
-from safetensors.torch import save as save_tensors
 
 from kqv import __version__
 from kqv.config import TrainConfig, to_dict
 from kqv.errors import UserError
 from kqv.fileio import atomic_write_folder
 from kqv.models.hf_folder import load_hf_gpt2, save_hf_gpt2
-from kqv.runs.config_file import config_bytes, config_problem
+from kqv.runs.config_file import config_bytes
 from kqv.runs.load import Run
-from kqv.runs.weights import CHECKSUM_KEY, model_tensors, tensors_digest
+from kqv.runs.weights import model_tensors, safetensors_bytes
 from kqv.tokenizer import save_tokenizer
 
 
@@ -48,12 +45,9 @@ def import_hf_run(hf_dir: str | Path, run_dir: str | Path) -> Path:
         },
         "checksums": "sha256",  # model.safetensors carries its own sha256 and config.json's
     }
-    assert config_problem(config) is None, config_problem(config)
     written = config_bytes(config)
-    tensors = model_tensors(model)
-    meta = json.dumps({"imported_from": info.hf_dir, "config_sha256": hashlib.sha256(written).hexdigest()})
-    weights = save_tensors(tensors, metadata={"kqv": meta, CHECKSUM_KEY: tensors_digest(tensors, meta)})
-    files = {"config.json": written, "model.safetensors": weights}
+    meta = {"imported_from": info.hf_dir, "config_sha256": hashlib.sha256(written).hexdigest()}
+    files = {"config.json": written, "model.safetensors": safetensors_bytes(model_tensors(model), meta)}
     return atomic_write_folder(run_dir, files, lambda d: save_tokenizer(tokenizer, d / "tokenizer.json"))
 
 

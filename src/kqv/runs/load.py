@@ -14,7 +14,7 @@ from torch import nn
 
 from kqv.config import TrainConfig
 from kqv.errors import UserError
-from kqv.runs.config_file import read_config, saved_configs, verify_recorded
+from kqv.runs.config_file import checksummed, read_config, saved_configs, verify_config, verify_files
 from kqv.runs.directory import run_status
 from kqv.runs.weights import load_model_tensors, read_safetensors
 from kqv.tokenizer import load_tokenizer
@@ -34,6 +34,14 @@ class Run:
     @property
     def kind(self) -> str:
         return self.info.get("kind", "gpt")
+
+
+def run_tokenizer(run_dir: Path, info: dict):
+    """tokenizer.json, which must be the tokenizer config.json recorded the fingerprint of."""
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    if tokenizer.fingerprint() != info["tokenizer"]["fingerprint"]:
+        raise UserError(f"{run_dir}/tokenizer.json is not the tokenizer this model was trained with")
+    return tokenizer
 
 
 def load_run_dir(
@@ -56,9 +64,7 @@ def load_run_dir(
     info = read_config(run_dir, kind)
     model_cfg, train_cfg = saved_configs(run_dir, info, config_cls)
     check_memory(model_cfg, str(run_dir), device)
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    if tokenizer.fingerprint() != info["tokenizer"]["fingerprint"]:
-        raise UserError(f"{run_dir}/tokenizer.json is not the tokenizer this model was trained with")
+    tokenizer = run_tokenizer(run_dir, info)
     if tokenizer.vocab_size != model_cfg.vocab_size:
         raise UserError(
             f"{run_dir}: tokenizer has {tokenizer.vocab_size} tokens but the model expects {model_cfg.vocab_size}"
@@ -68,8 +74,9 @@ def load_run_dir(
         raise UserError(
             f"{run_dir}: no weights yet (its start was stopped); train it: {train_command} --resume {run_dir}"
         )
-    tensors, meta = read_safetensors(path, require_checksum=info.get("checksums") == "sha256")
-    verify_recorded(run_dir, info, meta, weights)
+    tensors, meta = read_safetensors(path, require_checksum=checksummed(info))
+    verify_files(run_dir, info)
+    verify_config(run_dir, meta, weights)
     model = model_cls(model_cfg)
     load_model_tensors(model, tensors, str(path))
     return Run(model.to(device).eval(), tokenizer, model_cfg, train_cfg, info, run_dir)

@@ -64,10 +64,6 @@ class RunLock:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None or fcntl is None
-
 
 def holder(run_dir: Path) -> str:
     """'PID 1234' of the process that wrote the lock file, or 'unknown PID' if it cannot be read."""

@@ -102,12 +102,7 @@ def read_safetensors(path: Path, require_checksum: bool = False) -> tuple[dict[s
         raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
     try:
         tensors = load_tensors(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
-        meta_json = metadata.get("kqv", "{}")
-        meta = json.loads(meta_json)
-        if not isinstance(meta, dict):
-            raise ValueError("its kqv metadata is not a JSON object")
+        metadata, meta_json, meta = _metadata(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError) as exc:
         raise UserError(f"{path}: truncated or not a safetensors file ({exc}); it cannot be loaded") from None
     expected = metadata.get(CHECKSUM_KEY)
@@ -121,6 +116,28 @@ def read_safetensors(path: Path, require_checksum: bool = False) -> tuple[dict[s
     return tensors, meta
 
 
+def _metadata(header: bytes) -> tuple[dict, str, dict]:
+    """A safetensors header -> (its __metadata__, the kqv JSON text in it, that JSON read); ValueError if malformed."""
+    metadata = json.loads(header).get("__metadata__") or {}
+    meta_json = metadata.get("kqv", "{}")
+    meta = json.loads(meta_json)
+    if not isinstance(meta, dict):
+        raise ValueError("its kqv metadata is not a JSON object")
+    return metadata, meta_json, meta
+
+
+def read_metadata(path: Path) -> dict | None:
+    """The kqv metadata of a safetensors file, from its header alone (no tensor is read); None if unreadable."""
+    try:
+        with path.open("rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n < 100_000_000:
+                return None
+            return _metadata(f.read(n))[2]
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
+        return None
+
+
 def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
     """Refuse NaN and ±inf in any floating-point tensor: such weights give NaN losses and broken samples."""
     for name, t in tensors.items():
@@ -128,11 +145,15 @@ def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
             raise UserError(f"{where}: {name} holds NaN or infinite values; these weights are unusable")
 
 
-def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write tensors and JSON metadata, with the sha256 that `read_safetensors` checks."""
+def safetensors_bytes(tensors: dict[str, torch.Tensor], meta: dict) -> bytes:
+    """A safetensors file's bytes: the tensors, the JSON metadata, and the sha256 that `read_safetensors` checks."""
     meta_json = json.dumps(meta)
-    metadata = {"kqv": meta_json, CHECKSUM_KEY: tensors_digest(tensors, meta_json)}
-    return atomic_write_bytes(path, save_tensors(tensors, metadata=metadata))
+    return save_tensors(tensors, metadata={"kqv": meta_json, CHECKSUM_KEY: tensors_digest(tensors, meta_json)})
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write tensors and JSON metadata, with their sha256, atomically."""
+    return atomic_write_bytes(path, safetensors_bytes(tensors, meta))
 
 
 def save_weights(path: Path, model: nn.Module, meta: dict | None = None) -> Path:

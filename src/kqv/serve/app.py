@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 
 from kqv import __version__
 from kqv.errors import UserError
+from kqv.families.base import PIZZA
 from kqv.serve.explorer import MAX_TEXT_CHARS, Explorer
 from kqv.serve.schema import (
     AttentionAnswer,
@@ -46,7 +47,6 @@ from kqv.serve.schema import (
 )
 
 STATIC = files("kqv.serve") / "static"
-PIZZA = "The pizza came out of the oven and it tasted good"
 # The largest valid request: a text and a target of MAX_TEXT_CHARS characters each, every one JSON-escaped
 # as a surrogate pair (\ud83d\ude00: 12 bytes), is 48,000 bytes and a few fields; 64 KiB leaves room.
 MAX_BODY_BYTES = 64 * 1024

@@ -17,10 +17,11 @@ from kqv.data.text import BatchSampler, cached_tokens, fixed_batches, prepare_to
 from kqv.device import amp_dtype, configure_device, pick_device
 from kqv.errors import UserError
 from kqv.models.gpt import GPT
-from kqv.runs.config_file import config_sha256, saved_configs, write_config
+from kqv.runs.config_file import checkpoint_checks, saved_configs, write_config
 from kqv.runs.directory import claim_new, claim_resume, holding
+from kqv.runs.load import run_tokenizer
 from kqv.runs.memory import check_gpt_training
-from kqv.tokenizer import load_tokenizer, save_tokenizer, tokenizer_from_dict, train_tokenizer
+from kqv.tokenizer import save_tokenizer, tokenizer_from_dict, train_tokenizer
 from kqv.train import distributed
 from kqv.train.loop import Trainer, TrainResult
 from kqv.viz.curves import plot_loss_curve
@@ -97,9 +98,7 @@ def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_
         corpus = read_corpus(info["data"]["path"])
         if corpus.sha256 != info["data"]["sha256"]:
             raise UserError(f"--resume {run_dir}: the corpus {corpus.source} has changed since the run started")
-        tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-        if tokenizer.fingerprint() != info["tokenizer"]["fingerprint"]:
-            raise UserError(f"{run_dir}/tokenizer.json is not the tokenizer this run was started with")
+        tokenizer = run_tokenizer(run_dir, info)
         distributed.check_batch_size(train_cfg.batch_size)
         if not has_state:
             say(f"{run_dir}: its start was stopped before the first checkpoint; starting again from step 0")
@@ -167,17 +166,14 @@ def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_
         return sampler, eval_sets
 
     sampler, eval_sets = distributed.main_first(load_data)
-    # what every checkpoint records and a resume checks (rank 0 writes; under torchrun every rank resumes)
-    stamp = {"config_sha256": config_sha256(run_dir)} if main or resume is not None else {}
 
     torch.manual_seed(train_cfg.seed)  # the same initial weights on every rank
     model = GPT(model_cfg).to(device)
     compiled = torch.compile(model) if compile_model else None
     configure_device(device)
-    require = info.get("checksums") == "sha256"
-    trainer = Trainer(
-        model, train_cfg, sampler, eval_sets, run_dir, device, amp_dtype(device), compiled, say, stamp, require
-    )
+    # what every checkpoint records and a resume checks (rank 0 writes; under torchrun every rank resumes)
+    checks = checkpoint_checks(run_dir, info, record=main or resume is not None)
+    trainer = Trainer(model, train_cfg, sampler, eval_sets, run_dir, device, amp_dtype(device), compiled, say, **checks)
     n = distributed.world_size()
     where = f"{n} processes ({device.split(':')[0]})" if n > 1 else device
     if has_state:

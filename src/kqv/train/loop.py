@@ -86,11 +86,13 @@ class Trainer:
         say: Callable[[str], None] = print,
         stamp: dict | None = None,
         require_checksum: bool = False,
+        verify: Callable[[dict], None] | None = None,
     ) -> None:
-        """`stamp`: metadata written into every checkpoint and checked on restore (e.g. config.json's sha256);
-        `require_checksum`: refuse a trainer state without its sha256 (a run written with checksums)."""
+        """`stamp`: metadata written into every checkpoint (e.g. config.json's sha256); `require_checksum`:
+        refuse a trainer state without its sha256; `verify(meta)`: a check of a restored state's metadata
+        (e.g. that config.json is the one the stamp recorded), raising a UserError."""
         distributed.check_launch()
-        self.stamp, self.require_checksum = dict(stamp or {}), require_checksum
+        self.stamp, self.require_checksum, self.verify = dict(stamp or {}), require_checksum, verify
         self.model, self.cfg, self.batches, self.eval_sets = model, cfg, train_batches, eval_sets
         # torch.compile wraps the model; checkpoints use the original (`compiled or model` would call len() on it)
         self.forward = model if compiled is None else compiled
@@ -139,16 +141,8 @@ class Trainer:
         problem = state_problem(meta, self.cfg.max_iters)
         if problem:
             raise UserError(f"{path}: damaged: {problem}; it cannot resume")
-        for key, value in self.stamp.items():
-            if key == "config_sha256" and meta.get(key, value) != value:
-                raise UserError(
-                    f"{self.run_dir}/config.json: damaged or changed since {path.name} was written "
-                    "(its sha256 is not the one recorded)"
-                )
-            if key in meta and meta[key] != value:
-                raise UserError(
-                    f"{path}: it was written for another {key.replace('_', ' ')}; it cannot resume this run"
-                )
+        if self.verify is not None:
+            self.verify(meta)
         weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         load_model_tensors(self.model, weights, str(path))
         check_finite({k: v for k, v in tensors.items() if k.startswith("optim.")}, str(path))
@@ -171,7 +165,7 @@ class Trainer:
         self.tokens_seen = int(meta["tokens_seen"])
         if "log" in meta:  # the log as it was when the state was written; log.csv is rewritten from it
             self.log = [dict(row) for row in meta["log"]]
-            if self.main and _log_differs(self.run_dir / "log.csv", self.log):
+            if self.main:
                 write_log(self.run_dir / "log.csv", self.log)
         else:  # a state written before the log moved into it
             self.log = [row for row in read_log(self.run_dir / "log.csv") if row["step"] <= self.step]
@@ -217,7 +211,7 @@ class Trainer:
             if self.world > 1 and any(hasattr(b, "n_tokens") for b in micro_batches):
                 step_tokens = int(distributed.all_reduce_sum([float(step_tokens)])[0])  # ranks' shards may differ
             elif self.world > 1:
-                step_tokens *= self.world  # every rank ran an equal shard
+                step_tokens *= self.world  # equal shards: no collective (on a GPU it would wait every step)
             loss_sum = torch.zeros((), device=self.device)
             for micro, (batch, n) in enumerate(zip(micro_batches, counts, strict=True)):
                 batch = self._to_device(batch)  # GPT: (B, T), (B, T)
@@ -341,15 +335,6 @@ def read_log(path: Path) -> list[dict]:
     if any(set(row) != set(LOG_FIELDS) for row in rows):
         raise UserError(f"{path}: damaged (columns missing); delete it or resume the run to rewrite it")
     return rows
-
-
-def _log_differs(path: Path, rows: list[dict]) -> bool:
-    try:
-        return read_log(path) != [
-            {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in r.items()} for r in rows
-        ]
-    except UserError:
-        return True
 
 
 def target_count(batch) -> int:

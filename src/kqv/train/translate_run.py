@@ -25,10 +25,11 @@ from kqv.errors import UserError
 from kqv.families.translation import check_special_ids
 from kqv.fileio import sha256_file
 from kqv.models.transformer import SPECIAL_TOKENS, Transformer
-from kqv.runs.config_file import config_sha256, saved_configs, verify_recorded, write_config
+from kqv.runs.config_file import checkpoint_checks, saved_configs, verify_files, write_config
 from kqv.runs.directory import claim_new, claim_resume, holding
+from kqv.runs.load import run_tokenizer
 from kqv.runs.memory import check_transformer_training
-from kqv.tokenizer import load_tokenizer, save_tokenizer
+from kqv.tokenizer import save_tokenizer
 from kqv.tokenizer.bpe import BPETokenizer
 from kqv.train.loop import Trainer, TrainResult
 from kqv.viz.curves import plot_loss_curve
@@ -95,12 +96,10 @@ def _train_translation(
         run_dir = Path(resume)
         model_cfg, train_cfg = saved_configs(run_dir, info, TransformerConfig)
         check_transformer_training(model_cfg, train_cfg, device)
-        verify_recorded(run_dir, info)
+        verify_files(run_dir, info)
         data = DataSpec(**info["data"]["spec"])
         splits = split_pairs(data.read(), seed=info["data"]["split_seed"])
-        tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-        if tokenizer.fingerprint() != info["tokenizer"]["fingerprint"]:
-            raise UserError(f"{run_dir}/tokenizer.json is not the tokenizer this run was started with")
+        tokenizer = run_tokenizer(run_dir, info)
         amp = amp_dtype(device, info.get("precision", precision), bf16_on_cpu=True)
         if not has_state:
             say(f"{run_dir}: its start was stopped before the first checkpoint; starting again from step 0")
@@ -164,12 +163,11 @@ def _train_translation(
             "checksums": "sha256",  # every tensor file carries its sha256 and config.json's
         }
         write_config(run_dir, info)
-    stamp = {"config_sha256": config_sha256(run_dir)}
 
     torch.manual_seed(train_cfg.seed)
     model = Transformer(model_cfg).to(device)
-    require = info.get("checksums") == "sha256"
-    trainer = Trainer(model, train_cfg, batcher, eval_sets, run_dir, device, amp, None, say, stamp, require)
+    checks = checkpoint_checks(run_dir, info)
+    trainer = Trainer(model, train_cfg, batcher, eval_sets, run_dir, device, amp, None, say, **checks)
     if has_state:
         trainer.restore()
         say(f"resuming {run_dir} at step {trainer.step} of {train_cfg.max_iters}")
