@@ -6,6 +6,7 @@ turns a `UserError` into one line on stderr with exit code 2.
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command -> its exit code: 0, 2 for a user error (one line on stderr), 130 after Ctrl-C,
     143 after SIGTERM. An interrupted training leaves a state it can resume from (kqv.runs.directory)."""
     previous = _install(signal.SIGTERM, _terminate)
+    if argv is None:  # a kqv process (not a call from Python, whose Ctrl-C is its own): Ctrl-C waits out imports
+        _install(signal.SIGINT, _interrupt)
     try:
         from kqv.commands.translate import shorthand
 
@@ -84,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         print("kqv: terminated", file=sys.stderr)
         return 143
     except BrokenPipeError:  # `kqv … | head -1`: the reader has gone; stop quietly, as `cat` would
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 141
     finally:
@@ -95,6 +96,22 @@ def main(argv: list[str] | None = None) -> int:
         else:  # called from Python (tests, notebooks): leave the signals as they were
             _install(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    """Ctrl-C, held back while a module is being imported.
+
+    torch's C++ start-up runs Python code of its own; a KeyboardInterrupt raised inside it aborts the
+    process (pybind11 cannot pass it on) or leaves CPython set to kill itself with SIGINT at exit. So
+    during an import the signal is sent again 50 ms later, until it lands in kqv's own code."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+            timer.daemon = True
+            timer.start()
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt
 
 
 def _install(signum, handler):

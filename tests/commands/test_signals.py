@@ -62,3 +62,22 @@ def test_a_signal_is_one_line_and_the_run_resumes(corpus, tmp_path, name, moment
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert read_safetensors(out / "trainer.safetensors")[1]["step"] == 20
+
+
+def test_ctrl_c_waits_out_an_import_and_is_sent_again(monkeypatch):
+    """A Ctrl-C that lands inside an import (torch's C++ start-up cannot pass a KeyboardInterrupt on) is held
+    back and sent again 50 ms later; anywhere else it is a KeyboardInterrupt at once."""
+    from kqv import cli
+
+    sent = []
+    monkeypatch.setattr(cli.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    inside = {}
+    code = compile("import sys\ninside['frame'] = sys._getframe()", "<frozen importlib._bootstrap>", "exec")
+    exec(code, {"inside": inside})  # a frame as the import machinery's own code has
+    cli._interrupt(signal.SIGINT, inside["frame"])  # held back: no exception
+    deadline = time.monotonic() + 5
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent == [(os.getpid(), signal.SIGINT)]
+    with pytest.raises(KeyboardInterrupt):
+        cli._interrupt(signal.SIGINT, sys._getframe())
