@@ -28,6 +28,15 @@ def test_bench_gpt_reports_training_and_both_sampling_speeds(tiny_bench):
     assert r["train_ms_per_iter"] > 0 and r["train_tokens_per_second"] > 0
     assert r["sample_tokens"] == 40 and r["same_tokens"] is True  # cached and uncached greedy agree
     assert r["cache_speedup"] == r["sample_tokens_per_second_cached"] / r["sample_tokens_per_second_uncached"]
+    assert r["sample_window"] == "hop"  # past tiny's context of 32: the cached path stays cached
+
+
+def test_bench_gpt_samples_with_the_slide_window_when_asked():
+    args = ["bench", "gpt", "--preset", "tiny", "--steps", "1", "--tokens", "40", "--window", "slide", "--json"]
+    proc = subprocess.run([sys.executable, "-m", "kqv", *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["sample_window"] == "slide" and r["same_tokens"] is True
 
 
 def test_bench_gpt_reports_mfu_against_a_peak_measured_on_this_cpu(tiny_bench):

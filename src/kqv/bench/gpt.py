@@ -20,9 +20,10 @@ training computes in.
 Sampling: the same weights generate the same greedy tokens twice, once feeding
 only the newest token through a KV cache, once re-reading the whole context
 every step; both are timed in the same run (three interleaved rounds, median)
-and the tokens must agree. Both use the hop window past the context (kqv.generate.sampling),
-so the cached path stays cached; the default slide window recomputes the window per token
-once the text outgrows block_size, with or without a cache.
+and the tokens must agree. Past the context both read the window `window` names
+(kqv.generate.sampling): "hop" (the default here) keeps the cached path cached, with one refill per
+half window; "slide" (sampling's default) recomputes the last block_size tokens per token once the
+text outgrows them, with or without a cache.
 """
 
 import os
@@ -79,6 +80,7 @@ class GPTBench:
     peak_memory_mib: float
     memory_measure: str  # what peak_memory_mib measures
     sample_tokens: int
+    sample_window: str
     sample_tokens_per_second_cached: float
     sample_tokens_per_second_uncached: float
     cache_speedup: float
@@ -162,6 +164,7 @@ def bench_gpt(
     warmup: int = 3,
     sample_tokens: int = 500,
     sample_repeats: int = 3,
+    window: str = "hop",
     compile_model: bool = False,
     peak_tflops: float | None = None,
 ) -> GPTBench:
@@ -201,15 +204,13 @@ def bench_gpt(
     prompt = [0]
     rounds, outputs = {True: [], False: []}, {}  # tokens/s of each round, by use_cache
     for use_cache in (True, False):
-        list(generate(model, prompt, 8, temperature=0, use_cache=use_cache, window="hop"))  # warm-up
+        list(generate(model, prompt, 8, temperature=0, use_cache=use_cache, window=window))  # warm-up
     for _ in range(sample_repeats):  # interleaved, so a noisy neighbour slows both alike
         for use_cache in (True, False):
             _sync(device)
             started = time.perf_counter()
-            # the hop window past the context: cached steps with one refill per half window (the slide window,
-            # the default, recomputes the last block_size tokens per step once the text is longer than that)
             outputs[use_cache] = list(
-                generate(model, prompt, sample_tokens, temperature=0, use_cache=use_cache, window="hop")
+                generate(model, prompt, sample_tokens, temperature=0, use_cache=use_cache, window=window)
             )
             _sync(device)
             rounds[use_cache].append(sample_tokens / (time.perf_counter() - started))
@@ -232,6 +233,7 @@ def bench_gpt(
         peak_memory_mib=memory,
         memory_measure=memory_measure,
         sample_tokens=sample_tokens,
+        sample_window=window,
         sample_tokens_per_second_cached=rates[True],
         sample_tokens_per_second_uncached=rates[False],
         cache_speedup=rates[True] / rates[False],

@@ -54,6 +54,10 @@ def register(groups) -> None:
     add_steps_flag(gpt, default=10, help="timed training steps (default 10)")
     gpt.add_argument("--tokens", type=positive_int, default=500, help="new tokens to sample (default 500)")
     gpt.add_argument(
+        "--window", choices=["hop", "slide"], default="hop",
+        help="the context window past block_size while sampling (kqv gpt sample --window; default hop)",
+    )  # fmt: skip
+    gpt.add_argument(
         "--vocab-size", type=positive_int,
         help="vocabulary (default: a bpe preset's bpe_vocab_size, e.g. 50257 for gpt2; else 65, tiny Shakespeare's)",
     )  # fmt: skip
@@ -144,7 +148,7 @@ def run_gpt(args) -> None:
     info = machine_info(device)
     print(f"GPT preset {args.preset} on {device}: {info}")
     r = bench_gpt(model_cfg, train_cfg, args.preset, device, iters=args.steps, sample_tokens=args.tokens,
-                  compile_model=args.compile, peak_tflops=args.peak_tflops)  # fmt: skip
+                  window=args.window, compile_model=args.compile, peak_tflops=args.peak_tflops)  # fmt: skip
     print(f"model: {r.parameters:,} parameters, batch {r.batch_size} x {r.block_size} tokens, {r.precision}"
           + (", compiled" if r.compiled else ""))  # fmt: skip
     print(f"train:  {r.train_ms_per_iter:8.1f} ms/iteration  {r.train_tokens_per_second:10,.0f} tokens/s  "
@@ -153,7 +157,7 @@ def run_gpt(args) -> None:
           f"{r.flops_per_token:,} FLOPs/token = 6·N + 12·L·T·C, N = {r.matmul_parameters:,} weights")  # fmt: skip
     print(f"sample: {r.sample_tokens_per_second_cached:8,.0f} tokens/s with the KV cache, "
           f"{r.sample_tokens_per_second_uncached:,.0f} without: {r.cache_speedup:.1f}x "
-          f"({r.sample_tokens} greedy tokens; same tokens: {r.same_tokens})")  # fmt: skip
+          f"({r.sample_tokens} greedy tokens, window {r.sample_window}; same tokens: {r.same_tokens})")  # fmt: skip
     if args.json:
         emit_json({"command": "bench gpt", "machine": info, **r.to_dict()})
 

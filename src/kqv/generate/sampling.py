@@ -20,8 +20,8 @@ The context window. A model reads at most B = block_size tokens. When the text o
                                                      only B − ⌊B/2⌋ + 1 tokens
 
 Worked example, B = 8 and 11 tokens (0 … 10): "slide" reads tokens 3 … 10, "hop" reads 4 … 10.
-Measured on the default preset's shape (random weights, block 128, 1,000 new tokens from a 1-token prompt,
-one thread, a busy 2-core CPU), with a cache: slide 220–320 tokens/s, hop 840–940 tokens/s.
+Measured by `kqv bench gpt --tokens 1000 --window slide|hop` on the default preset (random weights,
+block 128, 2 cores, nothing else running), with a cache: slide 353–371 tokens/s, hop 764–818 tokens/s.
 
 The mask. A cache is used only where the model's mask makes it exact (kqv.nn.masks: every mask but
 "none"); elsewhere each step recomputes the window, silently. So with or without a cache the model reads
@@ -148,8 +148,9 @@ def generate(
 
     The sampling values, the prompt and the window are checked on the call, before the first token.
     `use_cache` asks for a KV cache; it is kept only where `decodes_with_cache` says it is exact.
-    On the CPU, cached decoding runs on one thread: a one-token step is too small to split,
-    and waking a second thread costs more than it saves (measured by `kqv bench gpt`).
+    On the CPU, cached steps run on one thread: a one-token step is too small to split, and waking
+    a second thread costs more than it saves (measured by `kqv bench gpt`); the full passes of a slid
+    window, and uncached decoding, use every thread.
     """
     check_sampling_values(temperature, top_k, top_p, seed)
     check_window(window)
@@ -160,14 +161,18 @@ def generate(
 
 def _generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, return_logits, window):
     device = next(model.parameters()).device
-    one_thread = decodes_with_cache(model, use_cache) and device.type == "cpu"
-    with cpu_threads(1 if one_thread else None), torch.inference_mode():
+    threads = torch.get_num_threads()
+    with cpu_threads(None), torch.inference_mode():  # (the thread setting is restored at the end)
         model.eval()
         decoder = Decoder(model, prompt, use_cache, window)
         generator = torch.Generator(device=device)
         if seed is not None:
             generator.manual_seed(seed)
         for _ in range(max_new_tokens):
+            # cached steps on one CPU thread; a slid window's full pass on all of them
+            wanted = 1 if device.type == "cpu" and not decoder.recomputes() else threads
+            if torch.get_num_threads() != wanted:
+                torch.set_num_threads(wanted)
             logits = decoder.next_logits()  # (1, V)
             token = int(next_token(logits, temperature, top_k, top_p, generator)[0])
             decoder.append(token)
@@ -193,11 +198,17 @@ class Decoder:
         if self.device.type == "cpu":
             column_major(model)  # same weights, stored (in, out): one-token steps read them faster (once per model)
 
+    def recomputes(self) -> bool:
+        """Whether the next step is a full forward pass of the window: no cache, or a slid window, which moves
+        every position (otherwise it feeds the newest token through the cache, or refills it once)."""
+        start = window_start(len(self.tokens), self.model.config.block_size, self.window)
+        return not self.use_cache or (self.window == "slide" and start > 0)
+
     def next_logits(self) -> torch.Tensor:
         """(1, V) logits for the token after the text, from the window of it the model reads (window_start)."""
         model, tokens = self.model, self.tokens
         start = window_start(len(tokens), model.config.block_size, self.window)
-        if not self.use_cache or (self.window == "slide" and start > 0):  # a slid window moves every position
+        if self.recomputes():
             self.cache = None
             return self._last_logits(tokens[start:])
         if self.cache is None or start != self.cached_from:  # first step, or the window hopped: refill
