@@ -7,6 +7,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 os.environ.setdefault("KQV_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download (set before huggingface_hub is imported)
 
 
 def require_dir(path: Path, why: str) -> Path:

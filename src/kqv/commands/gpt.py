@@ -117,10 +117,15 @@ def register(groups) -> None:
 
 
 def add_model_source(parser) -> None:
-    """RUN, or --from-hf HF_DIR: exactly one."""
+    """RUN, or --from-hf NAME_OR_DIR: exactly one."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("run", nargs="?", help="a run directory written by `kqv gpt train` or `kqv gpt import-hf`")
-    source.add_argument("--from-hf", metavar="HF_DIR", help="a Hugging Face GPT-2 folder instead of a run")
+    source.add_argument(
+        "--from-hf",
+        metavar="NAME_OR_DIR",
+        help="a Hugging Face GPT-2 folder, or a hub model name (gpt2, openai-community/gpt2: "
+        "read from the Hugging Face cache, downloaded into it if absent unless HF_HUB_OFFLINE=1), instead of a run",
+    )
 
 
 def load_model_source(args, device: str = "cpu"):

@@ -14,6 +14,7 @@ from kqv.errors import UserError
 from kqv.fileio import atomic_write_folder
 from kqv.models.hf_folder import load_hf_gpt2, save_hf_gpt2
 from kqv.runs.config_file import config_bytes
+from kqv.runs.hub import resolve_hf_source
 from kqv.runs.load import Run
 from kqv.runs.weights import model_tensors, safetensors_bytes
 from kqv.tokenizer import save_tokenizer
@@ -57,8 +58,8 @@ def export_hf_run(run: Run, hf_dir: str | Path) -> Path:
 
 
 def load_hf_run(hf_dir: str | Path, device: str = "cpu") -> Run:
-    """A Hugging Face GPT-2 folder as a kqv `Run` (for `kqv gpt sample|eval --from-hf`), nothing written."""
-    model, tokenizer, info = load_hf_gpt2(hf_dir)
+    """A Hugging Face GPT-2 folder, or a hub model name (kqv.runs.hub), as a kqv `Run` (for `--from-hf`)."""
+    model, tokenizer, info = load_hf_gpt2(resolve_hf_source(hf_dir))
     train = _train_table(tokenizer)
     meta = {"kind": "gpt", "model": to_dict(model.config), "train": to_dict(train), "imported_from": info.hf_dir}
     return Run(model.to(device), tokenizer, model.config, train, meta, Path(info.hf_dir))
