@@ -22,6 +22,7 @@ COMMAND_GROUPS = {
     "bench": "kqv.commands.bench",
     "inspect": "kqv.commands.inspect",
     "explain": "kqv.commands.explain",
+    "why": "kqv.commands.why",
     "lab": "kqv.commands.lab",
     "serve": "kqv.commands.serve",
 }
@@ -37,6 +38,7 @@ examples:
   kqv translate eval runs/translate     # BLEU with beam search
   kqv inspect runs/gpt "ROMEO: wherefore art thou" --layer 0   # attention heatmaps of every head
   kqv explain --preset nanogpt-cpu      # every tensor of one forward pass, with its shape
+  kqv why runs/kitchen "The pizza came out of the oven and it" --corrupt pizza=cake   # why: lens, patching, …
   kqv serve runs/gpt                    # a local web page: attention, next-token bars, generation
 """
 

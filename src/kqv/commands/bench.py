@@ -103,6 +103,23 @@ def register(groups) -> None:
     )
     add_json_flag(serve)
 
+    why = add_command(
+        sub,
+        "why",
+        "speed of `kqv why`: the batched patching sweep and integrated gradients against one forward pass at a "
+        "time, every method, and the command's wall time",
+        "  kqv bench why                                  # the default GPT (random weights), a 12-token prompt\n"
+        "  kqv bench why runs/kitchen --json\n",
+        run_why,
+    )
+    why.add_argument("run", nargs="?", metavar="RUN", help="a GPT run directory (default: --preset default)")
+    why.add_argument("--preset", help="random weights of a GPT preset instead of a run (default: default)")
+    why.add_argument("--text", default="The pizza came out of the oven and it tasted good", help="the prompt (cropped)")
+    why.add_argument("--tokens", type=positive_int, default=12, help="prompt length in tokens (default 12)")
+    why.add_argument("--ig-steps", type=positive_int, default=32, help="integrated-gradients steps (default 32)")
+    why.add_argument("--repeats", type=positive_int, default=3, help="best of this many (default 3)")
+    add_json_flag(why)
+
 
 def run_digits(args) -> None:
     import numpy as np
@@ -211,3 +228,45 @@ def run_serve(args) -> None:
         emit_json({"command": "bench serve", "run": e.subject.name, **r.to_dict()})
     if r.errors:
         raise SystemExit(1)
+
+
+def run_why(args) -> None:
+    from kqv.bench.gpt import machine_info
+    from kqv.bench.why import GOALS, bench_why
+    from kqv.families import load_subject
+
+    if args.run and args.preset:
+        raise UserError("give a run directory or --preset NAME, not both")
+    preset = args.preset or (None if args.run else "default")
+    subject = load_subject(args.run, preset)
+    if subject.family.name != "gpt":
+        raise UserError(f"kqv bench why times the GPT methods; {subject.name} is {subject.family.title}")
+    tokenizer = subject.tokenizer
+    ids = tokenizer.encode(args.text)[: args.tokens]
+    corrupt = list(ids)
+    corrupt[1] = (ids[1] + 1) % subject.model.config.vocab_size
+    source = [args.run] if args.run else ["--preset", preset]
+    command = None
+    text, corrupted = tokenizer.decode(ids), tokenizer.decode(corrupt)
+    if len(tokenizer.encode(corrupted)) == len(ids) and tokenizer.encode(text) == ids:
+        command = ["why", *source, text, "--corrupt-text", corrupted, "--steps", str(args.ig_steps)]
+    print(f"kqv why speed: {subject.name}, a {len(ids)}-token prompt, {args.ig_steps} integrated-gradients steps, "
+          f"best of {args.repeats}")  # fmt: skip
+    r = bench_why(subject.model, tokenizer, subject.name, args.text, args.tokens, args.ig_steps, args.repeats, command)
+    ratios, goals = r.ratios(), r.goals()
+    mark = {True: "✓", False: "✗"}
+    print(f"residual patching, {r.layers} layers × {r.tokens} positions: batched {r.resid_patching_s:.3f} s, "
+          f"one pass each {r.resid_loop_s:.3f} s ({ratios['patching_batched_vs_loop']:.1f}x)  "
+          f"goal ≤ {GOALS['resid_patching_s']:.0f} s {mark[goals['resid_patching_s']]}")  # fmt: skip
+    print(f"integrated gradients, {r.steps} steps: batched {r.integrated_gradients_s:.3f} s, one pass each "
+          f"{r.integrated_loop_s:.3f} s ({ratios['ig_batched_vs_loop']:.1f}x)  "
+          f"goal ≤ {GOALS['integrated_gradients_s']:.0f} s {mark[goals['integrated_gradients_s']]}")  # fmt: skip
+    print(f"every method in this process: {r.all_methods_s:.2f} s")
+    if r.command_s is not None:
+        print(f"`kqv {' '.join(command[:2])} … --method all` as a new process, pictures included: {r.command_s:.2f} s  "
+              f"goal ≤ {GOALS['command_s']:.0f} s {mark[goals['command_s']]}")  # fmt: skip
+    if args.json:
+        import dataclasses
+
+        emit_json({"command": "bench why", **dataclasses.asdict(r), **ratios, "goals": goals,
+                   "machine": machine_info("cpu")})  # fmt: skip

@@ -105,6 +105,11 @@ class Family:
     def check_target(self, target: str | None) -> None:
         """A UserError where the family reads no target (a GPT reads only its text)."""
 
+    def why(self, model, tokenizer, text: str, methods, **options):
+        """`kqv why`: the question about one prediction on `text`, answered by each of `methods` -> a report
+        with `.to_dict()` (kqv.inspect.why for a GPT, kqv.inspect.source_why for translation)."""
+        raise NotImplementedError
+
 
 @dataclass
 class Subject:

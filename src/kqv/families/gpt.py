@@ -18,6 +18,7 @@ from kqv.generate.sampling import Decoder
 from kqv.inspect.attention import token_texts
 from kqv.inspect.explain import explain_gpt
 from kqv.inspect.patterns import AttentionMaps, encode_text, stack_patterns
+from kqv.inspect.why import answer, ask
 from kqv.models.gpt import GPT
 from kqv.runs.load import Run, load_run_dir
 from kqv.runs.memory import check_gpt_loading
@@ -128,6 +129,17 @@ class GPTFamily(Family):
             text, note = tokenizer.decode(ids), note + f" (cropped to block_size = {limit})"
         header = f"text: {text!r} -> T = {len(ids)} tokens{note}"
         return ExplainInput(ids, None, header, {"text": text, "tokens": len(ids)})
+
+    def why(self, model: GPT, tokenizer, text: str, methods, **options):
+        """options: query_token, query_index, target, other, corrupt, corrupt_text (the question, kqv.inspect.why.ask);
+        steps, baseline, top (the methods, kqv.inspect.why.answer); translation (refused: a GPT has no decoder text)."""
+        if options.pop("translation", None) is not None:
+            raise UserError("--translation is for translation runs; a GPT reads only its text")
+        asked = {
+            k: options.pop(k, None)
+            for k in ("query_token", "query_index", "target", "other", "corrupt", "corrupt_text")
+        }
+        return answer(model, ask(model, tokenizer, text, **asked), methods, **options)
 
 
 GPT_FAMILY = GPTFamily()

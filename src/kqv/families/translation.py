@@ -20,6 +20,7 @@ from kqv.generate.beam import greedy_decode
 from kqv.inspect.attention import token_texts
 from kqv.inspect.explain import explain_translation
 from kqv.inspect.patterns import AttentionMaps, encode_text, stack_patterns
+from kqv.inspect.source_why import answer_translation, ask_translation
 from kqv.models.transformer import SPECIAL_TOKENS, Transformer
 from kqv.runs.load import Run, load_run_dir
 from kqv.runs.memory import check_transformer_loading
@@ -173,6 +174,13 @@ class TranslationFamily(Family):
         header = f"source: {text!r} -> S = {S} tokens with </s>\ntarget: {target!r} ({how}) -> T = {T} tokens with <s>"
         return ExplainInput(text_ids, target_ids, header, {"text": text, "target": target, "source_tokens": S,
                                                              "target_tokens": T})  # fmt: skip
+
+    def why(self, model: Transformer, tokenizer, text: str, methods, **options):
+        """options: translation, query_token, query_index, target, other, corrupt, corrupt_text (the question,
+        kqv.inspect.source_why.ask_translation); steps, top (the methods)."""
+        keys = ("translation", "query_token", "query_index", "target", "other", "corrupt", "corrupt_text")
+        asked = {k: options.pop(k, None) for k in keys}
+        return answer_translation(model, ask_translation(model, tokenizer, text, **asked), methods, **options)
 
 
 def check_special_ids(tokenizer, config: TransformerConfig, where: str) -> None:
