@@ -1,6 +1,8 @@
-"""Screenshots of `kqv serve` for README: the page on a run, with the pointer on one token, then after a generation.
+"""Screenshots of `kqv serve` for README: the page on a run, with the pointer on one token, then after a generation,
+then the Why section (serve.png, serve-next.png, serve-why.png).
 
     .venv/bin/python scripts/serve_screenshot.py runs/kitchen --hover 8 --out docs/img
+    .venv/bin/python scripts/serve_screenshot.py runs/kitchen --why-query it --corrupt pizza=cake
 
 Needs Playwright for Python and Debian's chromium (never downloads a browser).
 """
@@ -26,6 +28,11 @@ def main() -> int:
     parser.add_argument("--next-text", default="The pizza came out of the oven and it", help="text of the second shot")
     parser.add_argument("--hover", type=int, default=8, help="token index to put the pointer on")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generation shown")
+    parser.add_argument(
+        "--why-text", default="The pizza came out of the oven and it tasted good.", help="text of the why shot"
+    )
+    parser.add_argument("--why-query", default="it", help="the why shot's query: the last token that reads this word")
+    parser.add_argument("--corrupt", default="pizza=cake", help="the why shot's corruption, WORD=WORD")
     parser.add_argument("--out", default="docs/img")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
@@ -44,10 +51,9 @@ def main() -> int:
         page.screenshot(path=str(out / "serve.png"))
         page.mouse.move(0, 0)
         page.fill("#text", args.next_text)
+        before = page.locator("#tokens .chip").count()  # counted before the click: a short look may beat the count
         page.click("#look")
-        page.wait_for_function(
-            "n => document.querySelectorAll('#tokens .chip').length < n", arg=page.locator("#tokens .chip").count()
-        )
+        page.wait_for_function("n => document.querySelectorAll('#tokens .chip').length < n", arg=before)
         page.focus("#temperature")
         for _ in range(10):
             page.keyboard.press("ArrowRight")  # temperature 1.5
@@ -64,9 +70,37 @@ def main() -> int:
         page.screenshot(
             path=str(out / "serve-next.png"), clip={"x": 0, "y": top - 8, "width": 1366, "height": height + 16}
         )
+        why_shot(page, args.why_text, args.why_query, args.corrupt, out / "serve-why.png")
         browser.close()
-    print(f"wrote {out / 'serve.png'} and {out / 'serve-next.png'}")
+    print(f"wrote {out / 'serve.png'}, {out / 'serve-next.png'} and {out / 'serve-why.png'}")
     return 0
+
+
+def why_shot(page, text: str, query: str, corrupt: str, path: Path) -> None:
+    """The Why section after Why? with the query clicked in the token strip and a corruption."""
+    page.fill("#text", text)
+    page.evaluate("document.querySelector('#status').textContent = ''")
+    page.click("#look")
+    page.wait_for_function("() => document.querySelector('#status').textContent.endsWith(' ms')")
+    index = page.evaluate(
+        "w => [...document.querySelectorAll('#tokens .chip .tok')].map(t => t.textContent.replace(/␣/g, ' ').trim())"
+        ".lastIndexOf(w)",
+        query,
+    )
+    if index < 0:
+        raise SystemExit(f"--why-query {query!r} is not a token of {text!r}")
+    page.click(f'#tokens .chip[data-index="{index}"]')
+    page.fill("#why-corrupt", corrupt)
+    page.click("#why-go")
+    page.wait_for_function(
+        "() => document.querySelector('#why-status').textContent.endsWith(' ms')"
+        " || !document.querySelector('#why-error').hidden",
+        timeout=120_000,
+    )
+    if not page.is_hidden("#why-error"):
+        raise SystemExit(f"why: {page.inner_text('#why-error')}")
+    page.mouse.move(0, 0)
+    page.locator("#why-panel").screenshot(path=str(path))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 from kqv.errors import UserError  # noqa: E402
 from kqv.families import load_subject  # noqa: E402
 from kqv.generate.sampling import MAX_SEED, TEMPERATURE_FLOOR, generate  # noqa: E402
+from kqv.inspect.attention import token_label, token_texts  # noqa: E402
 from kqv.inspect.cache import run_with_cache  # noqa: E402
 from kqv.serve.app import STATIC, create_app  # noqa: E402
-from kqv.serve.explorer import MAX_TEXT_CHARS, Explorer  # noqa: E402
+from kqv.serve.explorer import MAX_TEXT_CHARS, WHY_METHODS, Explorer  # noqa: E402
 
 PIZZA = "The pizza came out of the oven and it tasted good"
 
@@ -255,6 +256,59 @@ def test_tokenize_and_explain(served):
         ("/api/generate", {"model": "gpt", "text": "hi", "seed": 10**400}, 422, "seed"),
         ("/api/generate", {"model": "gpt", "text": "hi", "seed": 1.5}, 422, "seed"),
         ("/api/generate", {"model": "gpt", "text": "hi", "temperature": 10.01}, 422, "temperature"),
+        (
+            "/api/why",
+            {"model": "gpt", "text": PIZZA, "corrupt": "pizza=cake"},
+            422,
+            "the corrupted text is 48 tokens and the clean one 49; patching swaps",
+        ),
+        (
+            "/api/why",
+            {"model": "gpt", "text": PIZZA, "target": "tasted"},
+            422,
+            "target 'tasted' is 6 tokens ('t', 'a', 's', 't', 'e', 'd') for this model",
+        ),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "other": "ü"}, 422, "other 'ü': this model's vocabulary cannot"),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "target": "t", "other": "t"}, 422, "name the same token"),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "corrupt": "pizza"}, 422, "corrupt 'pizza': write WORD=WORD"),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "corrupt": "cat=dog"}, 422, "'cat' is not a word of the text"),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "corrupt": "pizza=pizza"}, 422, "the same as the clean one"),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "corrupt_text": PIZZA}, 422, "corrupt_text is not a field"),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "query_index": 49}, 422, "query_index 49 is out of range"),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "query_index": 10**6}, 422, "query_index: Input should be less"),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "query_token": "it", "query_index": 1}, 422, "not both"),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "query_token": "cat"}, 422, "query_token 'cat' is not a word"),
+        (
+            "/api/why",
+            {"model": "gpt", "text": PIZZA, "methods": ["lens", "x"]},
+            422,
+            "methods.1: Input should be 'lens'",
+        ),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "methods": []}, 422, "methods: List should have at least 1"),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "steps": 0}, 422, "steps: Input should be greater"),
+        (
+            "/api/why",
+            {"model": "gpt", "text": PIZZA, "steps": 257},
+            422,
+            "steps: Input should be less than or equal to 256",
+        ),
+        (
+            "/api/why",
+            {"model": "gpt", "text": PIZZA, "baseline": "one"},
+            422,
+            "baseline: Input should be 'zero' or 'mean'",
+        ),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "top": 21}, 422, "top: Input should be less"),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "translation": "x"}, 422, "translation is for translation runs"),
+        ("/api/why", {"model": "gpt", "text": "x" * 129}, 422, "129 tokens but this model reads at most 128"),
+        ("/api/why", {"model": "gpt", "text": " "}, 422, "empty"),
+        ("/api/why", {"model": "gpt", "text": PIZZA, "show": 3}, 422, "show is not a field"),
+        (
+            "/api/why",
+            {"model": "translation", "text": "In the beginning", "methods": ["dla"]},
+            422,
+            "method dla is for GPT runs",
+        ),
     ],
 )
 def test_bad_requests_get_a_4xx_naming_the_problem(served, path, body, status, says):
@@ -275,7 +329,7 @@ def test_the_page_and_its_assets_come_from_kqv_alone(served):
     client, _ = served
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for name in ("index.html", "attention.js", "explorer.js", "explorer.css"):
+    for name in ("index.html", "attention.js", "why.js", "explorer.js", "explorer.css"):
         text = (STATIC / name).read_text()
         hosts = set(re.findall(r"(?:https?:)?//[\w.-]+\.\w+", text)) - {"http://www.w3.org"}  # the SVG namespace
         assert not hosts, f"{name} names {hosts}"
@@ -284,7 +338,15 @@ def test_the_page_and_its_assets_come_from_kqv_alone(served):
         assert ref.startswith(("/", "data:")), ref
     assert client.get("/docs").status_code == 404
     spec = client.get("/openapi.json").json()
-    api = ["/api/models", "/api/tokenize", "/api/attention", "/api/next-token", "/api/generate", "/api/explain"]
+    api = [
+        "/api/models",
+        "/api/tokenize",
+        "/api/attention",
+        "/api/next-token",
+        "/api/generate",
+        "/api/explain",
+        "/api/why",
+    ]
     assert set(api) <= set(spec["paths"])
 
 
@@ -339,3 +401,98 @@ def test_a_generation_that_fails_at_its_first_token_never_answers_200(served, mo
     monkeypatch.setattr(explorers["tiny"], "_steps", breaks)
     says = error(client, "/api/generate", 500, {"model": "tiny", "text": "ROMEO:"})
     assert says == "kqv failed on this request (RuntimeError: a bug over two lines); please report it"
+
+
+# --- /api/why
+
+
+def same_numbers(api, direct, where="") -> None:
+    """The API's answer holds exactly `direct`'s values: float32 arrays as float32 (the API writes each in its
+    shortest float32 form; `direct`, kqv.inspect.why.plain, as the float64 of that float32), the rest as is."""
+    if isinstance(direct, dict):
+        assert set(direct) <= set(api), f"{where}: {set(direct) - set(api)} missing"
+        for key, value in direct.items():
+            same_numbers(api[key], value, f"{where}.{key}")
+    elif isinstance(direct, list) and np.asarray(direct, dtype=object).size and _is_float_array(direct):
+        assert np.asarray(api).shape == np.asarray(direct).shape, where
+        np.testing.assert_array_equal(np.asarray(api, dtype=np.float32), np.asarray(direct, dtype=np.float32), where)
+    elif isinstance(direct, list) and direct and isinstance(direct[0], dict):
+        assert len(api) == len(direct), where
+        for i, (a, d) in enumerate(zip(api, direct, strict=True)):
+            same_numbers(a, d, f"{where}[{i}]")
+    else:
+        assert api == direct, f"{where}: {api!r} != {direct!r}"
+
+
+def _is_float_array(value) -> bool:
+    return all(isinstance(x, float) for x in np.asarray(value, dtype=object).ravel())
+
+
+def test_why_answers_exactly_what_the_family_computes(served):
+    """POST /api/why = family.why(...).to_dict(), every number and line; plus the lens's top tokens as text."""
+    client, explorers = served
+    subject = explorers["gpt"].subject
+    answer = post(client, "/api/why", model="gpt", text=PIZZA, query_token="it", corrupt="pizza=cakes", steps=8)
+    direct = subject.family.why(
+        subject.model, subject.tokenizer, PIZZA, list(WHY_METHODS), query_token="it", corrupt="pizza=cakes", steps=8
+    ).to_dict()
+    assert answer["model"] == "gpt" and answer["family"] == "gpt"
+    same_numbers(answer, direct)
+    results = answer["results"]
+    assert set(results) >= {"attention", "lens", "dla", "patch", "rollout", "grad", "heads"}
+    T = len(PIZZA)
+    assert answer["position"] == PIZZA.index(" it ") + 2 and answer["tokens"] == [token_label(c) for c in PIZZA]
+    assert np.asarray(results["patch"]["resid"]).shape == (4, T) and np.asarray(results["patch"]["heads"]).shape == (
+        4,
+        4,
+    )
+    assert np.asarray(results["lens"]["target_prob"]).shape == (5, T)
+    top_ids = np.asarray(results["lens"]["top_ids"])
+    assert top_ids.shape == (5, T, 5)
+    labels = [token_label(t) for t in token_texts(subject.tokenizer, top_ids.ravel().tolist())]
+    assert np.array(results["lens"]["top_tokens"]).ravel().tolist() == labels
+    assert answer["target"]["label"] == token_label(answer["target"]["text"])
+    # float32 as computed: the patterns are those of /api/attention, to the bit
+    maps = post(client, "/api/attention", model="gpt", text=PIZZA)["attention"]["self"]["patterns"]
+    assert results["attention"] == maps
+
+
+def test_why_without_a_corruption_notes_that_patching_needs_one(served):
+    client, explorers = served
+    answer = post(client, "/api/why", model="tiny", text="ROMEO: it is", methods=["patch", "lens", "patch"], top=3)
+    assert "patch" not in answer["results"] and set(answer["results"]) >= {"lens", "attention"}
+    assert any("patching needs a corrupted text" in note for note in answer["notes"])
+    assert np.asarray(answer["results"]["lens"]["top_ids"]).shape[-1] == 3
+    assert answer["position"] == len("ROMEO: it is") - 1  # the last token by default
+    subject = explorers["tiny"].subject
+    direct = subject.family.why(subject.model, subject.tokenizer, "ROMEO: it is", ["patch", "lens"], top=3).to_dict()
+    same_numbers(answer, direct)
+
+
+def test_translation_why_answers_what_its_family_computes(served):
+    client, explorers = served
+    subject = explorers["translation"].subject
+    answer = post(client, "/api/why", model="translation", text="In the beginning", steps=4)
+    direct = subject.family.why(subject.model, subject.tokenizer, "In the beginning", list(WHY_METHODS), steps=4)
+    same_numbers(answer, direct.to_dict())
+    assert answer["family"] == "translation" and "source" in answer["results"]
+    assert len(answer["source_tokens"]) == np.asarray(answer["results"]["source"]["cross"]).shape[1]
+
+
+def test_why_answers_validate_against_the_documented_schema(served):
+    """Both families' answers, with and without a corruption, are what /openapi.json promises."""
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    client, _ = served
+    spec = client.get("/openapi.json").json()
+    schema = spec["paths"]["/api/why"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    validator = jsonschema_rs.validator_for({**schema, "components": spec["components"]})
+    for body in [
+        {"model": "tiny", "text": "ROMEO: it is", "corrupt": "it=at", "steps": 2},
+        {"model": "tiny", "text": "ROMEO: it is", "methods": ["lens"], "query_index": 3},
+        {"model": "translation", "text": "In the beginning", "steps": 2},
+        {"model": "translation", "text": "In the beginning", "corrupt": "the=a", "steps": 2},
+    ]:
+        answer = post(client, "/api/why", **body)
+        assert ("patch" in answer["results"]) == ("corrupt" in body)
+        validator.validate(answer)
+        assert not validator.is_valid({**answer, "results": {"lens": {"rows": 3}}})  # the control: it does check

@@ -195,3 +195,138 @@ def test_bad_input_shows_the_servers_message_and_a_screenshot_is_taken(page, ser
     if os.environ.get("KQV_SCREENSHOTS"):
         Path(os.environ["KQV_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(os.environ["KQV_SCREENSHOTS"]) / "serve.png")
+
+
+# --- the why views
+
+IT = PIZZA.index(" it ") + 2  # the "t" of "it": the prediction explained is the space after it
+CAKES = "pizza=cakes"  # the same number of characters: the char model's tokens line up
+
+
+def ask_why(page, corrupt: str = "", target: str = "", query: int | None = IT) -> bool:
+    """Press Why? with these inputs (the query by clicking its token); True once drawn, False on an error."""
+    if query is not None:
+        page.click(f'#tokens .chip[data-index="{query}"]')
+        assert page.input_value("#why-query") == str(query)
+    page.fill("#why-corrupt", corrupt)
+    page.fill("#why-target", target)
+    page.evaluate("document.querySelector('#why-status').textContent = ''")
+    page.evaluate("document.querySelector('#why-error').textContent = ''")
+    page.click("#why-go")
+    page.wait_for_function(
+        "() => document.querySelector('#why-status').textContent.endsWith(' ms')"
+        " || document.querySelector('#why-error').textContent !== ''",
+        timeout=90_000,
+    )
+    return page.is_hidden("#why-error")
+
+
+def why_answer(server: str, **body) -> dict:
+    return api(server, "/api/why", model="preset:default", text=PIZZA, **body).json()
+
+
+def read_views(page) -> dict:
+    """Every number the why views show, as the page's data attributes hold them."""
+    return page.evaluate(
+        """() => {
+        const all = (sel, f) => [...document.querySelectorAll(sel)].map(f);
+        const n = (x) => Number(x);
+        return {
+          lens: all('#why-lens-table td.lens-cell', c => [n(c.dataset.row), n(c.dataset.pos), n(c.dataset.value),
+                                                           c.textContent, n(c.dataset.token), c.title]),
+          resid: all('#why-patch-resid .pcell', c => [n(c.dataset.layer), n(c.dataset.pos), n(c.dataset.value),
+                                                      c.title]),
+          heads: all('#why-patch-heads .pcell', c => [n(c.dataset.layer), n(c.dataset.head), n(c.dataset.value)]),
+          mlp: all('#why-patch-mlp .pcell', c => [n(c.dataset.layer), n(c.dataset.pos), n(c.dataset.value)]),
+          dla: all('#why-dla-bars .dla-bar', b => [b.dataset.label, n(b.dataset.value), b.classList.contains('pos'),
+                                                    b.title]),
+          shading: Object.fromEntries(all('#why-shading .shade-row', r => [r.dataset.method,
+            [...r.querySelectorAll('.shade-tok')].map(t => [n(t.dataset.index), n(t.dataset.value), t.textContent])])),
+          answers: all('#why-answers li', l => [l.dataset.method, l.textContent]),
+          agreement: document.querySelector('#why-agreement').textContent,
+        };
+    }"""
+    )
+
+
+def test_why_views_show_exactly_the_apis_numbers_and_a_screenshot_is_taken(page, server, tmp_path):
+    from kqv.families import load_subject
+    from kqv.inspect.attention import token_label, token_texts
+
+    look(page)
+    assert ask_why(page, CAKES)
+    expected = why_answer(server, query_index=IT, corrupt=CAKES)
+    r, T = expected["results"], len(PIZZA)
+    shown = read_views(page)
+    # one line per method, and the agreement
+    assert shown["answers"] == [[a["method"], a["summary"].replace("*", "")] for a in expected["answers"]]
+    assert expected["agreement"]["word"] in shown["agreement"]
+    # the lens table: rows × positions, the top token written in each cell, P(target) its number
+    lens = r["lens"]
+    assert [(row, pos) for row, pos, *_ in shown["lens"]] == [
+        (i, t) for i in range(len(lens["rows"])) for t in range(T)
+    ]
+    tokenizer = load_subject(preset="default", seed=0).tokenizer  # the same char vocabulary, independently
+    for row, pos, value, text, token, title in shown["lens"]:
+        assert value == lens["target_prob"][row][pos]
+        assert token == lens["top_ids"][row][pos][0] and text == lens["top_tokens"][row][pos][0]
+        assert text == token_label(token_texts(tokenizer, [token])[0])
+        assert lens["rows"][row] in title
+    # patching: layer × position (residual stream, MLP) and layer × head
+    patch = r["patch"]
+    assert [c[:3] for c in shown["resid"]] == [[i, t, patch["resid"][i][t]] for i in range(4) for t in range(T)]
+    assert [c[:3] for c in shown["mlp"]] == [[i, t, patch["mlp"][i][t]] for i in range(4) for t in range(T)]
+    assert shown["heads"] == [[i, h, patch["heads"][i][h]] for i in range(4) for h in range(4)]
+    assert all(title for *_, title in shown["resid"])
+    assert page.locator("#why-patch-note").count() == 0
+    # DLA: one bar per part, coloured by sign
+    dla = r["dla"]
+    assert [(label, value, up) for label, value, up, _ in shown["dla"]] == [
+        (label, value, value >= 0) for label, value in zip(dla["labels"], dla["values"], strict=True)
+    ]
+    # token shading: the rollout row of the query, grad×input, integrated gradients
+    rows = {"rollout": r["rollout"]["final"][IT], "grad×input": r["grad"]["grad×input"]["scores"],
+            "integrated gradients": r["grad"]["integrated gradients"]["scores"]}  # fmt: skip
+    assert list(shown["shading"]) == list(rows)
+    for method, scores in rows.items():
+        assert shown["shading"][method] == [[i, scores[i], expected["tokens"][i]] for i in range(T)]
+    shot = tmp_path / "serve-why.png"
+    page.locator("#why-panel").screenshot(path=str(shot))
+    assert shot.stat().st_size > 20_000
+    if os.environ.get("KQV_SCREENSHOTS"):
+        Path(os.environ["KQV_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(os.environ["KQV_SCREENSHOTS"]) / "serve-why.png")
+
+
+def test_why_shows_the_servers_one_line_message_for_a_bad_input(page, server):
+    import httpx
+
+    look(page)
+    for corrupt, target, says in [("pizza=cake", "", "the corrupted text is 48 tokens and the clean one 49"),
+                                  ("", "tasted", "target 'tasted' is 6 tokens")]:  # fmt: skip
+        assert not ask_why(page, corrupt, target)
+        body = {"model": "preset:default", "text": PIZZA, "query_index": IT}
+        body.update({k: v for k, v in (("corrupt", corrupt), ("target", target)) if v})
+        message = httpx.post(server + "/api/why", json=body, timeout=60).json()["error"]
+        assert says in message and page.inner_text("#why-error") == message
+        assert page.is_hidden("#why-result")
+    assert ask_why(page, query=None)  # no corruption: drawn, with a note that patching needs one
+    assert page.is_visible("#why-patch-note") and "needs a corrupted text" in page.inner_text("#why-patch-note")
+    assert page.locator("#why-patch-resid").count() == 0 and page.locator("#why-zero-ablation .pcell").count() == 16
+    assert page.locator("#why-lens-table td.lens-cell").count() == 5 * len(PIZZA)
+    assert page.is_hidden("#error")
+
+
+def test_why_on_a_translation_model_shades_the_source(page, server):
+    page.select_option("#model", "preset:translate/tiny")
+    page.wait_for_selector('#tokens .seq[data-seq="target"]')
+    assert ask_why(page, query=None)
+    expected = api(server, "/api/why", model="preset:translate/tiny", text=PIZZA).json()
+    source, t = expected["results"]["source"], expected["position"]
+    shown = read_views(page)
+    for method, key in [("cross-attention", "cross"), ("rollout", "rollout"), ("grad×input", "grad_x_input"),
+                        ("integrated gradients", "integrated")]:  # fmt: skip
+        assert [v for _, v, _ in shown["shading"][method]] == source[key][t]
+    assert [text for *_, text in shown["shading"]["rollout"]] == expected["source_tokens"]
+    assert len(shown["lens"]) == len(expected["results"]["lens"]["rows"]) * len(expected["target_tokens"])
+    assert page.is_visible("#why-patch-note")  # no corruption given

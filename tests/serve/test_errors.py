@@ -100,7 +100,7 @@ def test_unknown_routes_and_wrong_methods(client, method, path, status, says):
     "model", ["nope", "../../etc/passwd", "/etc/passwd", "runs/gpt", "gpt/../gpt", "~", "x" * 5000]
 )
 def test_unknown_and_path_like_model_ids_are_404s(client, model):
-    for path in ["/api/tokenize", "/api/attention", "/api/next-token", "/api/generate", "/api/explain"]:
+    for path in ["/api/tokenize", "/api/attention", "/api/next-token", "/api/generate", "/api/explain", "/api/why"]:
         line = one_line_error(client.post(path, json={"model": model, "text": "hi"}), 404)
         assert "choose one of: gpt, translation" in line and len(line) <= 500
 
@@ -162,7 +162,10 @@ def test_a_body_over_the_cap_is_a_413_naming_the_cap(client):
     exactly = padded + b" " * (MAX_BODY_BYTES - len(padded))  # valid JSON: trailing spaces
     assert client.post("/api/tokenize", content=exactly, headers=JSON).status_code == 200
     line = one_line_error(client.post("/api/tokenize", content=exactly + b" ", headers=JSON), 413)
-    assert f"at most {MAX_BODY_BYTES} bytes (64 KiB)" in line and f"is {MAX_BODY_BYTES + 1} bytes" in line
+    assert (
+        f"at most {MAX_BODY_BYTES} bytes ({MAX_BODY_BYTES // 1024} KiB)" in line
+        and f"is {MAX_BODY_BYTES + 1} bytes" in line
+    )
     chunks = (exactly[i : i + 4096] for i in range(0, len(exactly), 4096))
     chunked = client.post("/api/tokenize", content=(c for c in [*chunks, b" "]), headers=JSON)  # no Content-Length
     assert f"is over {MAX_BODY_BYTES} bytes" in one_line_error(chunked, 413)
@@ -170,12 +173,26 @@ def test_a_body_over_the_cap_is_a_413_naming_the_cap(client):
 
 
 def test_the_largest_valid_request_fits_under_the_cap():
-    """A text and a target of MAX_TEXT_CHARS astral characters, each escaped as a surrogate pair."""
-    from kqv.serve.explorer import MAX_TEXT_CHARS
+    """A text and a target of MAX_TEXT_CHARS astral characters, each escaped as a surrogate pair; and /api/why's
+    longest request, two texts and every short field at its bound."""
+    from pydantic import ValidationError
+
+    from kqv.serve.explorer import MAX_QUERY_INDEX, MAX_TEXT_CHARS, WHY_METHODS
+    from kqv.serve.schema import MAX_WORD_CHARS, WhyRequest
 
     text = "😀" * MAX_TEXT_CHARS
     body = {"model": "x" * 100, "text": text, "target": text, "temperature": 1.0, "top_k": 10**9, "show": 200}
     assert len(json.dumps(body, ensure_ascii=True).encode()) < MAX_BODY_BYTES
+    word = "😀" * MAX_WORD_CHARS
+    why = {"model": "x" * 100, "text": text, "translation": text, "query_token": word,
+           "query_index": -MAX_QUERY_INDEX, "target": word, "other": word, "corrupt": f"{word}={word}",
+           "methods": list(WHY_METHODS), "steps": 256, "baseline": "zero", "top": 20}  # fmt: skip
+    assert set(why) == set(WhyRequest.model_fields)
+    assert len(json.dumps(why, ensure_ascii=True).encode()) < MAX_BODY_BYTES
+    WhyRequest.model_validate(why)  # valid: every field at its longest …
+    for field in ("text", "translation", "query_token", "target", "other", "corrupt"):
+        with pytest.raises(ValidationError):  # … and one character more is not
+            WhyRequest.model_validate({**why, field: why[field] + "x"})
 
 
 def _call(cap: int, headers: list, chunks):
@@ -244,5 +261,5 @@ def test_a_real_server_refuses_big_bodies_before_they_arrive(app):
                 sock.sendall(b"1000\r\n" + b" " * 4096 + b"\r\n")  # 4096 bytes a chunk until the answer comes
                 sent += 4096
             answer = answer_to(sock)
-        assert answer.startswith(b"HTTP/1.1 413") and b"is over 65536 bytes" in answer
+        assert answer.startswith(b"HTTP/1.1 413") and f"is over {MAX_BODY_BYTES} bytes".encode() in answer
         assert MAX_BODY_BYTES < sent < 10 * MAX_BODY_BYTES  # answered at the cap, long before the body's end

@@ -21,7 +21,7 @@ from tests.serve.conftest import missing
 
 PIZZA = "The pizza came out of the oven and it tasted good"
 LAYER, HEAD = 1, 2
-IT = 38  # the "t" of "it"
+IT = 38  # the first "t" of "tasted" (PIZZA.index(" it ") + 2 = 36 is the "t" of "it")
 LEFT = "\ue012"  # WebDriver's ArrowLeft
 
 
@@ -201,3 +201,82 @@ def test_generate_streams_the_apis_tokens_and_a_screenshot_is_taken(page, server
     if os.environ.get("KQV_SCREENSHOTS"):
         Path(os.environ["KQV_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(os.environ["KQV_SCREENSHOTS"]) / "serve-firefox.png")
+
+
+# --- the why views
+
+CAKES = "pizza=cakes"  # the same number of characters: the char model's tokens line up
+VIEWS = """
+const all = (sel, f) => [...document.querySelectorAll(sel)].map(f);
+const n = (x) => Number(x);
+return {
+  lens: all('#why-lens-table td.lens-cell', c => [n(c.dataset.row), n(c.dataset.pos), n(c.dataset.value), c.textContent,
+                                                   n(c.dataset.token)]),
+  resid: all('#why-patch-resid .pcell', c => [n(c.dataset.layer), n(c.dataset.pos), n(c.dataset.value)]),
+  heads: all('#why-patch-heads .pcell', c => [n(c.dataset.layer), n(c.dataset.head), n(c.dataset.value)]),
+  dla: all('#why-dla-bars .dla-bar', b => [b.dataset.label, n(b.dataset.value)]),
+  shading: Object.fromEntries(all('#why-shading .shade-row', r => [r.dataset.method,
+    [...r.querySelectorAll('.shade-tok')].map(t => n(t.dataset.value))])),
+  answers: all('#why-answers li', l => l.dataset.method),
+  titles: all('#why-panel [data-value]', c => c.title).filter(t => !t).length,
+};
+"""
+
+
+def type_into(client, selector: str, value: str):
+    box = element(client, selector)
+    box.clear()
+    if value:
+        box.send_keys(value)
+
+
+def ask_why(client, corrupt: str = "", target: str = "") -> bool:
+    """Click the query's token, type the inputs, press Why?; True once drawn, False on an error."""
+    element(client, f'#tokens .chip[data-index="{IT}"]').click()
+    assert js(client, "return document.querySelector('#why-query').value") == str(IT)
+    type_into(client, "#why-corrupt", corrupt)
+    type_into(client, "#why-target", target)
+    js(client, "document.querySelector('#why-status').textContent = '';"
+               " document.querySelector('#why-error').textContent = ''")  # fmt: skip
+    element(client, "#why-go").click()
+    done = "return document.querySelector('#why-status').textContent.endsWith(' ms') ? 'drawn'" \
+           " : document.querySelector('#why-error').textContent !== '' ? 'error' : ''"  # fmt: skip
+    return wait_for(lambda: js(client, done), "the why views", timeout=90) == "drawn"
+
+
+def test_why_views_show_exactly_the_apis_numbers(page, server):
+    look(page)
+    assert ask_why(page, CAKES)
+    shown = js(page, VIEWS)
+    expected = api(server, "/api/why", model="preset:default", text=PIZZA, query_index=IT, corrupt=CAKES).json()
+    r, T = expected["results"], len(PIZZA)
+    assert shown["answers"] == [a["method"] for a in expected["answers"]]
+    lens = r["lens"]
+    assert len(shown["lens"]) == len(lens["rows"]) * T
+    for row, pos, value, text, token in shown["lens"]:
+        assert value == lens["target_prob"][row][pos]
+        assert token == lens["top_ids"][row][pos][0] and text == lens["top_tokens"][row][pos][0]
+    assert shown["resid"] == [[i, t, r["patch"]["resid"][i][t]] for i in range(4) for t in range(T)]
+    assert shown["heads"] == [[i, h, r["patch"]["heads"][i][h]] for i in range(4) for h in range(4)]
+    assert shown["dla"] == [list(bar) for bar in zip(r["dla"]["labels"], r["dla"]["values"], strict=True)]
+    assert shown["shading"] == {"rollout": r["rollout"]["final"][IT], "grad×input": r["grad"]["grad×input"]["scores"],
+                                "integrated gradients": r["grad"]["integrated gradients"]["scores"]}  # fmt: skip
+    assert shown["titles"] == 0  # every number shown has a title for people
+
+
+def test_why_shows_the_servers_one_line_message_for_a_bad_input(page, server):
+    import httpx
+
+    look(page)
+    for corrupt, target, says in [("pizza=cake", "", "the corrupted text is 48 tokens and the clean one 49"),
+                                  ("", "tasted", "target 'tasted' is 6 tokens")]:  # fmt: skip
+        assert not ask_why(page, corrupt, target)
+        body = {"model": "preset:default", "text": PIZZA, "query_index": IT}
+        body.update({k: v for k, v in (("corrupt", corrupt), ("target", target)) if v})
+        message = httpx.post(server + "/api/why", json=body, timeout=60).json()["error"]
+        assert says in message
+        assert js(page, "return document.querySelector('#why-error').textContent") == message
+        assert js(page, "return document.querySelector('#why-result').hidden") is True
+    assert ask_why(page)  # no corruption: drawn, with a note that patching needs one
+    assert "needs a corrupted text" in js(page, "return document.querySelector('#why-patch-note').textContent")
+    assert js(page, "return document.querySelector('#why-error').hidden") is True

@@ -8,6 +8,9 @@
     POST /api/generate      {model, text, max_new_tokens, temperature, top_k?, top_p?, seed?}
                             -> a stream of JSON lines, one per token, then {"done": true, …}
     POST /api/explain       {model, text}                                   -> every tensor's shape
+    POST /api/why           {model, text, methods?, query_token?, query_index?, target?, other?, corrupt?,
+                             steps?, baseline?, top?, translation?}
+                            -> `kqv why --json`: one prediction explained by every method
     GET  /openapi.json      the API described in OpenAPI
 
 Models are named by the ids `/api/models` lists; a request never names a path. Every error is a
@@ -44,11 +47,14 @@ from kqv.serve.schema import (
     NextTokenRequest,
     TextRequest,
     TokensAnswer,
+    WhyAnswer,
+    WhyRequest,
 )
 
 STATIC = files("kqv.serve") / "static"
-# The largest valid request: a text and a target of MAX_TEXT_CHARS characters each, every one JSON-escaped
-# as a surrogate pair (\ud83d\ude00: 12 bytes), is 48,000 bytes and a few fields; 64 KiB leaves room.
+# The largest valid request: a text and a target (/api/why: a translation) of MAX_TEXT_CHARS characters each,
+# every one JSON-escaped as a surrogate pair (\ud83d\ude00: 12 bytes), is 48,000 bytes and a few fields (/api/why's
+# short ones: about 6,000 more); 64 KiB leaves room.
 MAX_BODY_BYTES = 64 * 1024
 NDJSON = "application/x-ndjson"  # one JSON object per line
 MAX_ERROR_CHARS = 500  # an error line quotes the request (a model id, a path): never all of it
@@ -156,6 +162,13 @@ def create_app(explorers: list[Explorer]) -> FastAPI:
     def explain(request: TextRequest):
         """`kqv explain` as JSON: notation, every tensor's name, shape and meaning, parameters, FLOPs."""
         return Answer(explorer(request.model).explain(request.text))
+
+    @app.post("/api/why", response_model=WhyAnswer, response_class=Answer, responses=_errors())
+    def why(request: WhyRequest):
+        """`kqv why` as JSON: the prediction after the query position, explained by each method side by side."""
+        e = explorer(request.model)
+        options = request.model_dump(exclude={"model", "text", "methods"})
+        return Answer(e.why(request.text, request.methods, **options))
 
     app.openapi = lambda: _openapi(app, list(by_id), [GenerateToken, GenerateDone, Error])
     return app
@@ -317,7 +330,7 @@ def _openapi(app: FastAPI, model_ids: list[str], extra_models: list) -> dict:
         schemas = spec["components"]["schemas"]
         for model in extra_models:  # flat models: no $defs of their own
             schemas[model.__name__] = model.model_json_schema()
-        for request in (TextRequest, AttentionRequest, NextTokenRequest, GenerateRequest):
+        for request in (TextRequest, AttentionRequest, NextTokenRequest, GenerateRequest, WhyRequest):
             if model_ids:
                 schemas[request.__name__]["properties"]["model"]["enum"] = model_ids
         app.openapi_schema = spec

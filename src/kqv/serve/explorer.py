@@ -1,4 +1,4 @@
-"""What `kqv serve` can do with one model, as plain Python: tokenize, attention, next token, generate, explain.
+"""What `kqv serve` can do with one model, as plain Python: tokenize, attention, next token, generate, explain, why.
 
 The web layer (kqv.serve.app) only parses requests and turns these dicts into JSON; everything a
 page shows is computed here, from the same library functions `kqv inspect`, `kqv explain` and
@@ -7,17 +7,19 @@ page shows is computed here, from the same library functions `kqv inspect`, `kqv
 One `Explorer` per served model. Requests arrive on many threads at once; a lock around each
 forward pass keeps them from meeting inside the model (the activation cache behind `explain`
 puts hooks on it for the length of one pass). Generation takes the lock once per token, so a
-long generation does not hold up other requests.
+long generation does not hold up other requests; `why` holds it for all of its passes (patching and
+ablation hook the model, the gradient methods take gradients: no inference mode there).
 
 Sampling follows kqv.generate.sampling: a temperature below TEMPERATURE_FLOOR is greedy (all mass
 on the argmax), and every value is checked before anything is computed, so a bad generation
 request fails before its stream starts. A translation never draws <pad> or <s> (as beam search).
 """
 
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 
 import numpy as np
 import torch
@@ -32,6 +34,10 @@ from kqv.inspect.patterns import AttentionMaps
 MAX_TEXT_CHARS = 2000  # longer request texts are refused before they reach a tokenizer
 MAX_NEW_TOKENS = 500
 MAX_TEMPERATURE = 10.0
+WHY_METHODS = ("lens", "dla", "patch", "rollout", "grad", "heads")  # kqv.inspect.why.METHODS, in its order
+MAX_WHY_STEPS = 256  # integrated-gradients steps: each a forward and backward pass
+MAX_WHY_TOP = 20  # the logit lens's top-k per cell
+MAX_QUERY_INDEX = 4 * MAX_TEXT_CHARS  # a text of MAX_TEXT_CHARS characters is at most this many byte tokens
 
 
 @dataclass
@@ -257,6 +263,73 @@ class Explorer:
             explanation = self.family.explain(self.subject.model, text_ids, None)
         return {"model": self.id, **explanation.to_dict()}
 
+    # --- why
+
+    def why(
+        self,
+        text: str,
+        methods: Sequence[str] | None = None,
+        *,
+        query_token: str | None = None,
+        query_index: int | None = None,
+        target: str | None = None,
+        other: str | None = None,
+        corrupt: str | None = None,
+        corrupt_text: str | None = None,
+        steps: int = 32,
+        baseline: str = "zero",
+        top: int = 5,
+        translation: str | None = None,
+    ) -> dict:
+        """`kqv why` on `text`: the question about the prediction after the query, answered by each method.
+
+        For translation, `text` is the source, `translation` the decoder's text (default: the model's greedy
+        one) and the query a decoder position; a GPT refuses a translation.
+
+        The family's report (kqv.inspect.why for a GPT) as JSON: its `.to_dict()` with every tensor of
+        `results` left in the dtype it was computed in (float32: its shortest exact form), plus the
+        logit lens's top tokens as text (`results.lens.top_tokens`, the labels of `top_ids`).
+        """
+        chosen = list(dict.fromkeys(WHY_METHODS if methods is None else methods))  # in order, once each
+        unknown = [m for m in chosen if m not in WHY_METHODS]
+        if unknown or not chosen:
+            raise UserError(
+                f"unknown method {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(WHY_METHODS)}"
+            )
+        if query_token is not None and query_index is not None:
+            raise UserError("give query_token or query_index, not both")
+        if corrupt is not None and corrupt_text is not None:
+            raise UserError("give corrupt (WORD=WORD) or corrupt_text, not both")
+        if not 1 <= steps <= MAX_WHY_STEPS:
+            raise UserError(f"steps must be 1…{MAX_WHY_STEPS}, got {steps}")
+        if not 1 <= top <= MAX_WHY_TOP:
+            raise UserError(f"top must be 1…{MAX_WHY_TOP}, got {top}")
+        if baseline not in ("zero", "mean"):
+            raise UserError(f"baseline must be zero or mean, got {baseline!r}")
+        self.encode(text, self.family.text_word)
+        if corrupt_text is not None:
+            self.encode(corrupt_text, "corrupted text")
+        options = {"query_token": query_token, "query_index": query_index, "target": target, "other": other,
+                   "corrupt": corrupt, "corrupt_text": corrupt_text, "steps": steps, "baseline": baseline, "top": top,
+                   "translation": translation}  # fmt: skip
+        model, tokenizer = self.subject.model, self.subject.tokenizer
+        try:
+            with self.lock:  # no inference_mode: the gradient methods take gradients
+                report = self.family.why(model, tokenizer, text, chosen, **options)
+        except NotImplementedError:
+            raise UserError(f"why is not available for {self.family.name} models yet; choose a GPT") from None
+        except UserError as exc:
+            raise UserError(_api_names(str(exc))) from None
+        answer = _report_json(report)
+        lens = answer.get("results", {}).get("lens")
+        if isinstance(lens, dict) and "top_ids" in lens:
+            lens["top_tokens"] = _labels(tokenizer, lens["top_ids"])
+        for side in ("target", "other"):
+            token = answer.get(side)
+            if isinstance(token, dict) and isinstance(token.get("text"), str):
+                token["label"] = token_label(token["text"])
+        return {"model": self.id, "family": self.family.name, **answer}
+
 
 # --- helpers shared by the requests
 
@@ -333,3 +406,53 @@ def _maps_dict(maps: AttentionMaps, layer: int | None, head: int | None) -> dict
         "heads": heads,
         "patterns": patterns,  # float32, as the model computed them: JSON numbers in their shortest exact form
     }
+
+
+# --- why as JSON
+
+# kqv.inspect.why words its errors for the command line; the API's fields are these
+_FLAGS = re.compile(r"--(query-index|query-token|corrupt-text|corrupt|target|other|steps|baseline|method)\b")
+
+
+def _api_names(message: str) -> str:
+    return _FLAGS.sub(lambda m: m.group(1).replace("-", "_"), message)
+
+
+def _report_json(report) -> dict:
+    """A report's `.to_dict()`, with its results as NumPy arrays in their own dtype (orjson writes them)."""
+    answer = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    if hasattr(report, "results"):  # the tensors themselves, not to_dict's float64 lists
+        answer["results"] = _json_ready(report.results)
+    return _json_ready(answer)
+
+
+def _json_ready(value):
+    """Tensors as NumPy arrays (floats in the dtype computed: float32 stays float32), dataclasses as dicts."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.dtype not in (torch.float32, torch.float64):
+            value = value.float()  # bfloat16, float16: no NumPy dtype orjson writes
+        return np.ascontiguousarray(value.numpy())  # orjson writes C-contiguous arrays only
+    if isinstance(value, np.ndarray):
+        return np.ascontiguousarray(value) if value.dtype.kind in "fiub" else value.tolist()
+    if is_dataclass(value) and not isinstance(value, type):
+        return {name: _json_ready(getattr(value, name)) for name in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _labels(tokenizer, ids) -> list:
+    """Nested token ids (any depth) -> the same nesting of their labels."""
+    ids = np.asarray(ids)
+    if not ids.size:
+        return ids.tolist()
+    unique = sorted(set(ids.reshape(-1).tolist()))
+    labels = dict(zip(unique, (token_label(t) for t in token_texts(tokenizer, unique)), strict=True))
+    return np.vectorize(labels.__getitem__, otypes=[object])(ids).tolist()

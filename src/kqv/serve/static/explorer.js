@@ -79,6 +79,7 @@ async function start() {
   for (const id of ["temperature", "top-k", "top-p"]) $(id).addEventListener("input", scheduleNext);
   $("generate").addEventListener("click", generate);
   $("stop").addEventListener("click", () => state.generating && state.generating.abort());
+  startWhy();
   chooseModel(state.models[0].id);
   await look();
 }
@@ -99,6 +100,8 @@ function chooseModel(id) {
   state.kind = m.kinds.includes("cross") ? "cross" : m.kinds[0];
   kind.value = state.kind;
   state.layer = 0; state.head = 0; state.hover = null;
+  $("why-result").hidden = true; // an answer about another model's prediction
+  showWhyError(null);
 }
 
 function fillLayerHead() {
@@ -155,12 +158,14 @@ function renderTokens() {
     tokens.forEach((t, i) => {
       const chip = el("span", { class: "chip", "data-seq": name, "data-index": i, title: `${name} token ${i}: ${JSON.stringify(t.text)}` });
       chip.append(el("span", { class: "tok" }, t.label), el("span", { class: "by" }));
-      chip.addEventListener("mouseenter", () => hoverToken(name, i));
+      chip.addEventListener("mouseenter", () => { hoverToken(name, i); pickWhyQuery(name, i); });
+      chip.addEventListener("click", () => pickWhyQuery(name, i));
       chip.addEventListener("mouseleave", () => hoverToken(null));
       row.append(chip);
     });
     box.append(row);
   }
+  fillWhyQuery();
 }
 
 // --- next token
