@@ -20,8 +20,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SENTENCE = "The pizza came out of the oven and it tasted good"
-NUMBERS_EN = "zero one two three four five six seven eight nine".split()
-NUMBERS_ES = "cero uno dos tres cuatro cinco seis siete ocho nueve".split()
 
 
 def assert_png(path, min_width=200) -> None:
@@ -43,22 +41,6 @@ def gpt_run(tmp_path_factory):
     assert (
         main(["gpt", "train", "--preset", "tiny", "--data", str(corpus), "--max-iters", "10", "--out", str(out)]) == 0
     )
-    return out
-
-
-@pytest.fixture(scope="module")
-def tr_run(tmp_path_factory):
-    """A tiny English→Spanish numbers Transformer (1 + 1 layers × 2 heads, BPE) trained 30 steps."""
-    folder = tmp_path_factory.mktemp("tr")
-    tsv = folder / "numbers.tsv"
-    rng = np.random.default_rng(0)
-    lines = []
-    for _ in range(300):
-        digits = rng.integers(0, 10, rng.integers(1, 6))
-        lines.append(f"{' '.join(NUMBERS_EN[d] for d in digits)}\t{' '.join(NUMBERS_ES[d] for d in digits)}\n")
-    tsv.write_text("".join(lines), encoding="utf-8")
-    out = folder / "run"
-    assert main(["translate", "train", "--preset", "tiny", "--data", str(tsv), "--out", str(out)]) == 0
     return out
 
 

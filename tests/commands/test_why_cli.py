@@ -14,7 +14,7 @@ from kqv.inspect.contrast import Contrast
 from kqv.inspect.dla import direct_logit_attribution
 from kqv.inspect.patching import activation_patching
 from tests.commands.running import cli, last_json
-from tests.commands.test_inspect_cli import NUMBERS_EN, NUMBERS_ES, assert_png
+from tests.commands.test_inspect_cli import assert_png
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -54,21 +54,6 @@ def gpt_run(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def tr_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tr")
-    tsv = folder / "numbers.tsv"
-    rng = np.random.default_rng(0)
-    lines = []
-    for _ in range(300):
-        digits = rng.integers(0, 10, rng.integers(1, 6))
-        lines.append(f"{' '.join(NUMBERS_EN[d] for d in digits)}\t{' '.join(NUMBERS_ES[d] for d in digits)}\n")
-    tsv.write_text("".join(lines), encoding="utf-8")
-    out = folder / "run"
-    assert main(["translate", "train", "--preset", "tiny", "--data", str(tsv), "--out", str(out)]) == 0
-    return out
-
-
 def test_every_method_on_a_gpt_run_prints_one_line_each_and_draws_its_picture(gpt_run, tmp_path, capsys):
     code, out, err = cli(capsys, "why", gpt_run, TEXT, "--target", "t", "--other", "s", "--corrupt", "pizza=tarts",
                          "--out", tmp_path, "--json")  # fmt: skip
@@ -88,7 +73,18 @@ def test_every_method_on_a_gpt_run_prints_one_line_each_and_draws_its_picture(gp
     assert "summary: *it* → *t*" not in out  # the query here is the space after "it"
     assert out.count("summary: ") == 1 and "agreement:" in out
     assert set(result["evidence"]) == {"attention (mean of heads)", "rollout", "grad×input", "integrated gradients"}
-    assert result["words"] == ["The", "pizza", "came", "out", "of", "the", "oven", "and", "it", "␣"]  # a char model's words
+    assert result["words"] == [
+        "The",
+        "pizza",
+        "came",
+        "out",
+        "of",
+        "the",
+        "oven",
+        "and",
+        "it",
+        "␣",
+    ]  # a char model's words
     for row in result["evidence"].values():
         assert len(row) == len(result["words"]) and abs(sum(abs(v) for v in row) - 1) < 1e-6
 

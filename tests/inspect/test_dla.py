@@ -7,32 +7,19 @@ through a frozen-scale LayerNorm computed by hand (float64, ≤ 1e-10).
 import pytest
 import torch
 
-from kqv.config import GPTConfig
 from kqv.errors import UserError
 from kqv.inspect.cache import run_with_cache
 from kqv.inspect.contrast import Contrast
 from kqv.inspect.dla import direct_logit_attribution
-from kqv.models.gpt import GPT
+from tests.inspect.small import POSITIONAL, random_prompt, widened_gpt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 V, T = 50, 8
-POSITIONAL = ["learned", "rope", "alibi", "none", "sinusoidal"]
-
-
-def widened_gpt(seed: int = 0, std: float = 0.15, **kw) -> GPT:
-    """A small GPT with every parameter random (LayerNorms and biases too), so nothing passes by being 0 or 1."""
-    torch.manual_seed(seed)
-    config = dict(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=16)
-    model = GPT(GPTConfig(**{**config, **kw}))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return model.eval()
 
 
 def prompt(seed: int = 1) -> list[int]:
-    return torch.randint(0, V, (T,), generator=torch.Generator().manual_seed(seed)).tolist()
+    return random_prompt(T, seed, V)
 
 
 @pytest.mark.parametrize("pos_encoding", POSITIONAL)

@@ -7,32 +7,25 @@ own output distribution for every positional encoding; `first_row` is checked on
 import pytest
 import torch
 
-from kqv.config import GPTConfig
 from kqv.errors import UserError
 from kqv.inspect.cache import hook_points
 from kqv.inspect.lens import Lens, logit_lens
 from kqv.models.gpt import GPT
 from kqv.models.hf import hf_config_from_gpt, to_hf_tensors
+from tests.inspect import small
+from tests.inspect.small import POSITIONAL, random_prompt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 V, T = 50, 9
-POSITIONAL = ["learned", "rope", "alibi", "none", "sinusoidal"]
 
 
 def widened_gpt(seed: int = 0, std: float = 0.15, **kw) -> GPT:
-    """A small GPT with every parameter random (LayerNorms and biases too), so nothing passes by being 0 or 1."""
-    torch.manual_seed(seed)
-    config = dict(vocab_size=V, block_size=16, n_layer=3, n_head=2, n_embd=16)
-    model = GPT(GPTConfig(**{**config, **kw}))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return model.eval()
+    return small.widened_gpt(seed, std, V, **{"n_layer": 3, **kw})  # three layers: a middle row to check
 
 
 def prompt(seed: int = 1) -> list[int]:
-    return torch.randint(0, V, (T,), generator=torch.Generator().manual_seed(seed)).tolist()
+    return random_prompt(T, seed, V)
 
 
 def test_lens_matches_transformers_gpt2_hidden_states_through_its_own_ln_f_and_lm_head():
@@ -135,7 +128,7 @@ def test_first_row_on_a_real_lens_agrees_with_the_ranks():
         (lambda m: logit_lens(m, [1, 2], k=V + 1), r"k=51 is out of range"),
         (lambda m: logit_lens(m, []), r"the prompt is empty"),
         (lambda m: logit_lens(m, [1] * 17), r"the prompt has 17 tokens; the model reads at most block_size=16"),
-        (lambda m: logit_lens(m, [1, 60]), r"the prompt holds token id 60; the model's ids are 0 … 49"),
+        (lambda m: logit_lens(m, [1, 60]), r"the prompt holds token id 60, outside the vocabulary \(ids 0 … 49\)"),
         (lambda m: logit_lens(m, [1, 2]).first_row(position=2), r"position 2 is out of range: the prompt has 2"),
     ],
 )

@@ -8,31 +8,25 @@ import pytest
 import torch
 
 import kqv.inspect.patching as patching
-from kqv.config import GPTConfig
 from kqv.errors import UserError
 from kqv.inspect.cache import hook_points, hooks, run_with_cache
 from kqv.inspect.contrast import Contrast
 from kqv.inspect.patching import Patch, ablate_heads, activation_patching, run_patched
 from kqv.models.gpt import GPT
+from tests.inspect import small
+from tests.inspect.small import POSITIONAL
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 V, T, L, NH = 50, 7, 2, 2
-POSITIONAL = ["learned", "rope", "alibi", "none", "sinusoidal"]
 CLEAN = [3, 17, 8, 25, 41, 9, 30]
 CORRUPT = [3, 17, 44, 25, 41, 9, 30]  # position 2 differs
 CONTRAST = Contrast(target=4, other=11)
 
 
 def widened_gpt(seed: int = 0, std: float = 0.2, **kw) -> GPT:
-    """A small GPT with every parameter random (LayerNorms and biases too), so patches have visible effects."""
-    torch.manual_seed(seed)
-    config = dict(vocab_size=V, block_size=16, n_layer=L, n_head=NH, n_embd=16)
-    model = GPT(GPTConfig(**{**config, **kw}))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return model.eval()
+    """As tests.inspect.small's, with this file's layers and heads and larger noise, so patches have visible effects."""
+    return small.widened_gpt(seed, std, V, **{"n_layer": L, "n_head": NH, **kw})
 
 
 def logits_of(model: GPT, ids: list[int], fns: dict | None = None) -> torch.Tensor:

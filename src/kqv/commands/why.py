@@ -216,7 +216,7 @@ def _draw(report, tokenizer, out_dir: Path, name: str) -> list[Path]:
         title = f"logit lens of {name}: top token per cell, colour P(target)"
         probs = np.asarray(lens.target_prob.double())
         files.append(plot_lens(lens.rows, q.tokens, texts, probs, out_dir / "lens.png",
-                               f"P('{token_label(q.target_text)}')", title))  # fmt: skip
+                               f"P('{token_label(q.target_text)}')", title, q.position))  # fmt: skip
     if "patch" in r:
         p = r["patch"]
         resid, heads, mlp = (np.asarray(t.double()) for t in (p.resid, p.heads, p.mlp))

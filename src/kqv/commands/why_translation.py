@@ -58,7 +58,7 @@ def run_translation_why(args, subject, text: str, methods: list[str], started: f
         texts = [token_texts(subject.tokenizer, row) for row in lens.top_ids[:, :, 0].tolist()]
         files.append(plot_lens(lens.rows, q.tgt_tokens, texts, np.asarray(lens.target_prob.double().cpu()),
                                out_dir / "lens.png", f"P('{token_label(q.target_text)}')",
-                               f"decoder logit lens of {subject.name}: top token per cell"))  # fmt: skip
+                               f"decoder logit lens of {subject.name}: top token per cell", q.position))  # fmt: skip
     if "patch" in r:
         p = r["patch"]
         files.append(plot_patching(np.asarray(p.encoder.double().cpu()), np.asarray(p.cross_heads.double().cpu()), None,

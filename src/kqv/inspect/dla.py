@@ -29,7 +29,7 @@ import torch
 
 from kqv.inspect.cache import run_with_cache
 from kqv.inspect.contrast import Contrast
-from kqv.inspect.lens import Ids, check_contrast, prompt_batch
+from kqv.inspect.prompt import Ids, check_contrast, prompt_batch
 from kqv.models.gpt import GPT
 
 

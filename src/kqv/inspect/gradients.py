@@ -25,8 +25,6 @@ mean embedding row, a token "on average") or a token id (every token replaced by
 space). The gradients are taken on the embeddings alone: the model's parameters get no .grad.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +32,7 @@ import torch
 from kqv.errors import UserError
 from kqv.inspect.cache import hooks
 from kqv.inspect.contrast import Contrast
-from kqv.inspect.rollout import prompt_ids
+from kqv.inspect.prompt import evaluating, prompt_batch
 
 BASELINES = ("zero", "mean")  # or a token id
 ACTIVATION_BUDGET = 2**27  # numbers kept for the backward pass of one chunk of the path (512 MiB in float32)
@@ -49,16 +47,6 @@ class Attribution:
     completeness_gap: float | None = None  # |Σ scores − (value − baseline_value)| / |value − baseline_value|; IG only
     steps: int | None = None  # points on the path (midpoint rule); IG only
     baseline: str | int | None = None  # "zero", "mean" or a token id; IG only
-
-
-@contextmanager
-def _eval_mode(model) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _check_contrast(model, contrast: Contrast, T: int) -> None:
@@ -103,9 +91,9 @@ def _steps_per_pass(model, T: int) -> int:
 
 def gradient_x_input(model, ids, contrast: Contrast) -> Attribution:
     """score_t = Σ_c ∂f/∂e[t, c] · e[t, c] on the token embeddings e of `ids` (a list or LongTensor)."""
-    idx = prompt_ids(model, ids)  # (1, T)
+    idx = prompt_batch(model, ids)  # (1, T)
     _check_contrast(model, contrast, idx.shape[1])
-    with _eval_mode(model), torch.enable_grad():
+    with evaluating(model), torch.enable_grad():
         e = model.tok_emb.weight.detach()[idx].clone().requires_grad_(True)  # (1, T, C), a leaf
         f = _contrast_with_embeddings(model, idx, e, contrast)[0]  # ()
         (grad,) = torch.autograd.grad(f, e)  # (1, T, C); on e only: the parameters get no .grad
@@ -117,7 +105,7 @@ def integrated_gradients(model, ids, contrast: Contrast, steps: int = 32, baseli
     """Integrated gradients of `contrast` on the token embeddings of `ids`, from `baseline`, midpoint rule."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise UserError(f"steps must be a whole number ≥ 1, got {steps!r}")
-    idx = prompt_ids(model, ids)  # (1, T)
+    idx = prompt_batch(model, ids)  # (1, T)
     T = idx.shape[1]
     _check_contrast(model, contrast, T)
     e = model.tok_emb.weight.detach()[idx[0]]  # (T, C)
@@ -127,7 +115,7 @@ def integrated_gradients(model, ids, contrast: Contrast, steps: int = 32, baseli
     endpoints = torch.stack([e, e0])  # (2, T, C): f(x) and f(x₀) ride along in the first chunk
     grad_sum = torch.zeros_like(e)  # (T, C)
     per_pass = _steps_per_pass(model, T)
-    with _eval_mode(model), torch.enable_grad():
+    with evaluating(model), torch.enable_grad():
         for start in range(0, steps, per_pass):
             chunk = path[start : start + per_pass].clone().requires_grad_(True)  # (s, T, C), a leaf
             batch = torch.cat([endpoints, chunk]) if start == 0 else chunk  # (2 + s, T, C) | (s, T, C)

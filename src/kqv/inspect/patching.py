@@ -32,7 +32,7 @@ import torch
 from kqv.errors import UserError
 from kqv.inspect.cache import hook_points, hooks, run_with_cache
 from kqv.inspect.contrast import Contrast
-from kqv.inspect.lens import Ids, check_contrast, evaluating, prompt_batch
+from kqv.inspect.prompt import Ids, check_contrast, evaluating, prompt_batch
 from kqv.models.gpt import GPT
 
 HEADED = ("q", "k", "v", "scores", "pattern", "z")  # attention activations (B, nh, T, …): heads before positions

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from kqv.errors import UserError
+from kqv.inspect.prompt import evaluating, prompt_batch
 
 FLOW_MAX_TOKENS = 64  # attention flow solves T² max-flow problems on an (L+1)·T-node graph
 FLOW_SCALE = 2**20  # scipy's max flow wants integer capacities: weights are counted in units of 2⁻²⁰
@@ -115,33 +116,11 @@ def attention_flow(patterns: torch.Tensor, residual: bool = True) -> torch.Tenso
     return torch.from_numpy(flow).to(dtype=patterns.dtype, device=patterns.device)
 
 
-def prompt_ids(model, ids) -> torch.Tensor:
-    """A list of token ids, a (T,) or (1, T) LongTensor -> (1, T) on the model's device, checked against it."""
-    ids = torch.as_tensor(ids, dtype=torch.long, device=model.tok_emb.weight.device)
-    if ids.dim() == 2 and ids.shape[0] == 1:
-        ids = ids[0]
-    if ids.dim() != 1:
-        raise UserError(f"give one sequence of token ids, (T,) or (1, T); got shape {tuple(ids.shape)}")
-    T, c = ids.shape[0], model.config
-    if T == 0:
-        raise UserError("the token ids are empty; give at least one token")
-    if T > c.block_size:
-        raise UserError(f"{T} tokens exceed the model's block_size {c.block_size}; crop the text")
-    if int(ids.min()) < 0 or int(ids.max()) >= c.vocab_size:
-        raise UserError(f"token ids must be in 0 … {c.vocab_size - 1} (the vocabulary), got {ids.tolist()}")
-    return ids[None]  # (1, T)
-
-
 def model_patterns(model, ids) -> torch.Tensor:
     """Every layer's attention pattern of one input (L, nh, T, T), in eval mode without gradients."""
-    idx = prompt_ids(model, ids)  # (1, T)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            patterns = model(idx, need_patterns=True).patterns  # L × (1, nh, T, T)
-    finally:
-        model.train(was_training)
+    idx = prompt_batch(model, ids)  # (1, T)
+    with evaluating(model), torch.no_grad():
+        patterns = model(idx, need_patterns=True).patterns  # L × (1, nh, T, T)
     return torch.stack([p[0] for p in patterns])  # (L, nh, T, T)
 
 

@@ -49,7 +49,6 @@ passes, `chunk` rows at a time.
 
 import math
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +57,7 @@ import torch.nn.functional as F
 from kqv.errors import UserError
 from kqv.inspect.cache import hooks, run_with_cache
 from kqv.inspect.contrast import Contrast
+from kqv.inspect.prompt import evaluating
 from kqv.inspect.rollout import attention_rollout
 from kqv.models.transformer import Transformer
 
@@ -127,16 +127,6 @@ class DecoderLens:
     top_probs: torch.Tensor  # (Ld+1, T, k)
     target_prob: torch.Tensor | None  # (Ld+1, T): the probability of `target` (per position), or None
     tgt_in: list[int]  # (T,)
-
-
-@contextmanager
-def _eval_mode(model: Transformer):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _ids(model: Transformer, ids: Ids, what: str) -> torch.Tensor:
@@ -221,7 +211,7 @@ def source_attribution(
     if steps < 1 or chunk < 1:
         raise UserError(f"steps and chunk must be ≥ 1, got steps={steps}, chunk={chunk}")
     src, tgt = _ids(model, src_ids, "source"), _ids(model, tgt_in, "decoder input")  # (1, S), (1, T)
-    with _eval_mode(model):
+    with evaluating(model):
         names = ["encoder.*.self_attn.pattern", "decoder.*.cross_attn.pattern"]
         out, cache = run_with_cache(model, src, tgt, names=names)
         logits = out.logits[0]  # (T, V)
@@ -302,7 +292,7 @@ def patched_logits(
     _check_model(model)
     clean, corrupt, tgt = _pair(model, clean_src, corrupt_src, tgt_in)
     names = list(dict.fromkeys(name for row in patches for name in row))
-    with _eval_mode(model):
+    with evaluating(model):
         _, cache = run_with_cache(model, clean, tgt, names=names) if names else (None, {})
         return _patched_runs(model, corrupt, tgt, cache, patches, chunk)
 
@@ -331,7 +321,7 @@ def source_patching(
     S, T, c = clean.shape[1], tgt.shape[1], model.config
     if not -T <= contrast.position < T:
         raise UserError(f"contrast.position {contrast.position} is outside the decoder input's {T} positions")
-    with _eval_mode(model):
+    with evaluating(model):
         out, cache = run_with_cache(model, clean, tgt, names=["encoder.*.resid_pre", "decoder.*.cross_attn.z"])
         clean_value = float(contrast.of(out.logits)[0])
         with torch.no_grad():
@@ -382,7 +372,7 @@ def decoder_lens(
         if wanted.numel() not in (1, T) or int(wanted.min()) < 0 or int(wanted.max()) >= c.vocab_size:
             raise UserError(f"target must be one token id or {T} (one per decoder position), each below {c.vocab_size}")
     rows = ["embed_tgt", *(f"decoder.{i}.resid_post" for i in range(c.n_layer_dec))]
-    with _eval_mode(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         _, cache = run_with_cache(model, src, tgt, names=rows)
         streams = torch.stack([cache[name][0] for name in rows])  # (Ld+1, T, C)
         probs = torch.softmax(model.ln_dec(streams) @ model.embed.weight.T, dim=-1)  # (Ld+1, T, V)

@@ -25,7 +25,7 @@ from kqv.inspect.attention import find_query, token_label, token_texts, word_aro
 from kqv.inspect.contrast import Contrast
 from kqv.inspect.patterns import encode_text
 from kqv.inspect.source import decoder_lens, source_attribution, source_patching
-from kqv.inspect.why import Answer, corrupt_words, plain, single_token
+from kqv.inspect.why import Answer, corruption, other_token, plain, single_token
 
 TRANSLATION_METHODS = ("lens", "patch", "rollout", "grad")
 GPT_ONLY = ("dla", "heads")
@@ -142,20 +142,9 @@ def ask_translation(
         raise UserError(f"the translation is {len(tgt_in)} tokens with <s>; the model reads at most {c.max_len}")
     if translation is None:
         translation = tokenizer.decode(tgt_ids)
-    if corrupt is not None and corrupt_text is not None:
-        raise UserError("give --corrupt WORD=WORD or --corrupt-text TEXT, not both")
-    if corrupt is not None:
-        corrupt_text = corrupt_words(text, corrupt)
-    corrupt_ids = None
-    if corrupt_text is not None:
-        corrupt_ids = _source_ids(model, tokenizer, corrupt_text, "corrupted source")
-        if len(corrupt_ids) != len(src_ids):
-            raise UserError(
-                f"the corrupted source is {len(corrupt_ids)} tokens and the clean one {len(src_ids)}; patching swaps "
-                "activations position by position, so pick a replacement of the same token length"
-            )
-        if corrupt_ids == src_ids:
-            raise UserError("the corrupted source is the same as the clean one; change a word with --corrupt WORD=WORD")
+    corrupt_text, corrupt_ids = corruption(
+        text, src_ids, corrupt, corrupt_text, lambda t: _source_ids(model, tokenizer, t, "corrupted source"), "source"
+    )
     T = len(tgt_in)
     tgt_tokens = token_texts(tokenizer, tgt_in)
     corrupted_next = _logits(model, corrupt_ids, tgt_in).argmax(-1).tolist() if corrupt_ids else None  # (T,)
@@ -175,15 +164,8 @@ def ask_translation(
         )
     logits = _logits(model, src_ids, tgt_in)[position]  # (V,)
     target_id = single_token(tokenizer, target, "--target") if target is not None else tgt_in[position + 1]
-    if other is not None:
-        other_id, how = single_token(tokenizer, other, "--other"), "other given"
-    elif corrupted_next is not None and corrupted_next[position] != target_id:
-        other_id, how = corrupted_next[position], "other: the corrupted source's prediction"
-    else:
-        ranked = torch.argsort(logits, descending=True).tolist()
-        other_id, how = next(i for i in ranked if i != target_id), "other: the model's most likely other token"
-    if other_id == target_id:
-        raise UserError("--target and --other name the same token; the contrast needs two different ones")
+    corrupted = corrupted_next[position] if corrupted_next is not None else None
+    other_id, how = other_token(tokenizer, other, target_id, corrupted, logits, "source")
     target_text, other_text = token_texts(tokenizer, [target_id])[0], token_texts(tokenizer, [other_id])[0]
     specials = frozenset(token_texts(tokenizer, [c.pad_id, c.bos_id, c.eos_id]))
     how = f"query: {where}; target: {'given' if target is not None else 'the translation’s token'}; {how}"

@@ -208,6 +208,45 @@ def corrupt_words(text: str, spec: str) -> str:
     return pattern.sub(new.strip(), text)
 
 
+def corruption(
+    text: str, ids: list[int], corrupt: str | None, corrupt_text: str | None, encode, what: str
+) -> tuple[str | None, list[int] | None]:
+    """--corrupt WORD=WORD or --corrupt-text TEXT -> (the corrupted text, its ids), checked against the clean
+    `ids`: the same token length (patching swaps activations position by position), and not the same text."""
+    if corrupt is not None and corrupt_text is not None:
+        raise UserError("give --corrupt WORD=WORD or --corrupt-text TEXT, not both")
+    if corrupt is not None:
+        corrupt_text = corrupt_words(text, corrupt)
+    if corrupt_text is None:
+        return None, None
+    corrupt_ids = encode(corrupt_text)
+    if len(corrupt_ids) != len(ids):
+        raise UserError(
+            f"the corrupted {what} is {len(corrupt_ids)} tokens and the clean one {len(ids)}; patching swaps "
+            "activations position by position, so pick a replacement of the same token length"
+        )
+    if corrupt_ids == ids:
+        raise UserError(f"the corrupted {what} is the same as the clean one; change a word with --corrupt WORD=WORD")
+    return corrupt_text, corrupt_ids
+
+
+def other_token(
+    tokenizer, other: str | None, target_id: int, corrupted: int | None, logits: torch.Tensor, what: str
+) -> tuple[int, str]:
+    """The contrast's other token and how it was chosen: the one given; else the corrupted input's top
+    prediction (`corrupted`) when it is not the target; else the model's most likely token besides the target."""
+    if other is not None:
+        other_id, how = single_token(tokenizer, other, "--other"), "other given"
+    elif corrupted is not None and corrupted != target_id:
+        other_id, how = corrupted, f"other: the corrupted {what}'s top prediction"
+    else:
+        ranked = torch.argsort(logits, descending=True).tolist()
+        other_id, how = next(i for i in ranked if i != target_id), "other: the model's most likely other token"
+    if other_id == target_id:
+        raise UserError("--target and --other name the same token; the contrast needs two different ones")
+    return other_id, how
+
+
 def _pick_position(tokens: list[str], query_token: str | None, query_index: int | None) -> tuple[int, str]:
     if query_index is not None:
         return resolve_index(len(tokens), query_index), f"--query-index {query_index}"
@@ -245,20 +284,9 @@ def ask(
         raise UserError(f"the text is {len(ids)} tokens; the model reads at most {model.config.block_size}")
     tokens = token_texts(tokenizer, ids)
     position, where = _pick_position(tokens, query_token, query_index)
-    if corrupt is not None and corrupt_text is not None:
-        raise UserError("give --corrupt WORD=WORD or --corrupt-text TEXT, not both")
-    if corrupt is not None:
-        corrupt_text = corrupt_words(text, corrupt)
-    corrupt_ids = None
-    if corrupt_text is not None:
-        corrupt_ids = encode_text(tokenizer, corrupt_text, "corrupted text")
-        if len(corrupt_ids) != len(ids):
-            raise UserError(
-                f"the corrupted text is {len(corrupt_ids)} tokens and the clean one {len(ids)}; patching swaps "
-                "activations position by position, so pick a replacement of the same token length"
-            )
-        if corrupt_ids == ids:
-            raise UserError("the corrupted text is the same as the clean one; change a word with --corrupt WORD=WORD")
+    corrupt_text, corrupt_ids = corruption(
+        text, ids, corrupt, corrupt_text, lambda t: encode_text(tokenizer, t, "corrupted text"), "text"
+    )
     logits = _logits_at(model, ids, position)
     hows = []
     if target is not None:
@@ -270,21 +298,9 @@ def ask(
     else:
         target_id = int(logits.argmax())
         hows.append("target: the model's top prediction")
-    if other is not None:
-        other_id = single_token(tokenizer, other, "--other")
-        hows.append("other given")
-    else:
-        other_id = None
-        if corrupt_ids is not None:
-            corrupted = int(_logits_at(model, corrupt_ids, position).argmax())
-            if corrupted != target_id:
-                other_id, how = corrupted, "other: the corrupted text's top prediction"
-        if other_id is None:
-            ranked = torch.argsort(logits, descending=True).tolist()
-            other_id, how = next(i for i in ranked if i != target_id), "other: the model's most likely other token"
-        hows.append(how)
-    if other_id == target_id:
-        raise UserError("--target and --other name the same token; the contrast needs two different ones")
+    corrupted = None if corrupt_ids is None else int(_logits_at(model, corrupt_ids, position).argmax())
+    other_id, how = other_token(tokenizer, other, target_id, corrupted, logits, "text")
+    hows.append(how)
     contrast = Contrast(target_id, other_id, position)
     target_text, other_text = (token_texts(tokenizer, [i])[0] for i in (target_id, other_id))
     how = f"query: {where}; " + "; ".join(hows)

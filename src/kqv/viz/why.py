@@ -19,6 +19,7 @@ centred on 0, so white means "nothing" in every picture.
 from pathlib import Path
 
 import numpy as np
+from matplotlib.patches import Rectangle
 
 from kqv.inspect.attention import token_label
 from kqv.viz.png import pyplot, save_png
@@ -43,9 +44,11 @@ def plot_lens(
     path: str | Path,
     value_label: str,
     title: str,
+    query: int | None = None,
     dpi: int = 110,
 ) -> Path:
-    """rows (R,) × tokens (T,): cell (r, t) shows top_texts[r][t] on a colour of values (R, T) in 0…1."""
+    """rows (R,) × tokens (T,): cell (r, t) shows top_texts[r][t] on a colour of values (R, T) in 0…1;
+    the `query` column outlined."""
     plt = pyplot()
     R, T = values.shape
     fig, ax = plt.subplots(figsize=(float(np.clip(0.9 * T + 2.5, 6, 24)), float(np.clip(0.45 * R + 1.8, 3, 14))))
@@ -54,6 +57,8 @@ def plot_lens(
         for t in range(T):
             colour = "black" if values[r, t] > 0.6 else "white"
             ax.text(t, r, _tick(top_texts[r][t])[:8], ha="center", va="center", fontsize=7, color=colour)
+    if query is not None:
+        ax.add_patch(Rectangle((query - 0.5, -0.5), 1, R, fill=False, edgecolor="red", linewidth=1.5))
     ax.set_xticks(range(T), [_tick(t) for t in tokens], rotation=90, fontsize=8)
     ax.set_yticks(range(R), rows, fontsize=8)
     ax.set(xlabel="position (the token read; each cell predicts the next one)", ylabel="residual stream after")
