@@ -266,3 +266,15 @@ def test_hf_hub_cache_and_offline_from_the_environment(cache, tmp_path, capsys, 
         assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
         assert f"kqv-test/absent: no such folder, and not in the Hugging Face cache ({cache})" in proc.stderr
         assert "hf download kqv-test/absent" in proc.stderr
+
+
+def test_import_hf_and_why_read_a_hub_name_too(calls, gpt2_folder, tmp_path, capsys):
+    run = tmp_path / "imported"
+    code, out, err = cli(capsys, "gpt", "import-hf", NAME, run)
+    assert code == 0, err
+    code, out, err = cli(capsys, "gpt", "sample", run, *SAMPLE)
+    assert code == 0, err
+    assert last_json(out)["text"] == sample_text(capsys, str(gpt2_folder))
+    code, out, err = cli(capsys, "why", "--from-hf", NAME, "Hello there", "--method", "lens,dla", "--out", tmp_path)
+    assert code == 0, err
+    assert "lens" in out and "dla" in out and (tmp_path / "dla.png").is_file()

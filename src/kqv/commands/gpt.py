@@ -99,7 +99,11 @@ def register(groups) -> None:
         "  kqv gpt import-hf ~/gpt2 runs/gpt2 && kqv gpt sample runs/gpt2 --prompt 'Hello, I am' --tokens 40\n",
         run_import_hf,
     )
-    import_hf.add_argument("hf_dir", metavar="HF_DIR", help="a GPT-2 folder as transformers' save_pretrained writes it")
+    import_hf.add_argument(
+        "hf_dir", metavar="NAME_OR_DIR",
+        help="a GPT-2 folder as transformers' save_pretrained writes it, or a hub name (gpt2) read from the Hugging "
+        "Face cache",
+    )  # fmt: skip
     import_hf.add_argument("run_dir", metavar="RUN_DIR", help="the new run directory (must not exist, or be empty)")
     add_json_flag(import_hf)
 

@@ -25,11 +25,12 @@ def _train_table(tokenizer) -> TrainConfig:
 
 
 def import_hf_run(hf_dir: str | Path, run_dir: str | Path) -> Path:
-    """A Hugging Face GPT-2 folder -> a kqv run directory that `kqv gpt sample|eval`, `inspect`, `serve` read."""
+    """A Hugging Face GPT-2 folder or hub name (kqv.runs.hub) -> a kqv run directory that `kqv gpt sample|eval`,
+    `inspect`, `why`, `serve` read."""
     run_dir = Path(run_dir)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise UserError(f"{run_dir}: already exists and is not empty; choose a new run directory")
-    model, tokenizer, info = load_hf_gpt2(hf_dir)
+    model, tokenizer, info = load_hf_gpt2(resolve_hf_source(hf_dir))
     config = {
         "kqv_version": __version__,
         "kind": "gpt",
