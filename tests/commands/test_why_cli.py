@@ -171,3 +171,15 @@ def test_no_text_or_no_run_is_one_line(capsys, gpt_run):
     assert code == 2 and "give a run directory and a text" in err
     code, _, err = cli(capsys, "why", "no/such/run", "text")
     assert code == 2 and "no such run directory" in err
+
+
+def test_a_translation_query_token_names_the_output_word_explained(tr_run, capsys, tmp_path):
+    code, out, err = cli(capsys, "why", tr_run, "three four five", "--translation", "tres cuatro cinco",
+                         "--query-token", "cuatro", "--method", "grad,lens", "--out", tmp_path, "--json")  # fmt: skip
+    assert code == 0, err
+    result = last_json(out)
+    pieces = [t.replace("␣", " ") for t in result["target_tokens"]]  # <s>, then the translation's tokens
+    ends = np.cumsum([len(p) for p in pieces[1:]])
+    cuatro = 1 + int(np.searchsorted(ends, "".join(pieces[1:]).index("cuatro"), side="right"))
+    assert result["position"] == cuatro - 1  # the row whose logits predict the word's first token
+    assert result["target"]["id"] is not None and "the output word 'cuatro'" in result["how"]

@@ -154,7 +154,7 @@ def ask_translation(
         position, where = query_index % (T - 1), f"--query-index {query_index}"
     elif query_token is not None:
         found = find_query(tgt_tokens, query_token, "translation")
-        position, where = max(found.first - 1, 0), f"the output word {query_token.strip()!r}"
+        position, where = max(found.start - 1, 0), f"the output word {query_token.strip()!r}"
     else:
         changed = [t for t in range(T - 1) if corrupted_next and corrupted_next[t] != tgt_in[t + 1]]
         position, where = (
