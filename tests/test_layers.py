@@ -15,11 +15,12 @@
     11     families                          one adapter per model family, over all of the above
     12     train                             the training loop and the two trainings
     13     lab                               the attention lab, which trains
-    14     serve                             the local page
-    15     bench                             benchmarks, which may use anything below
-    16     commands                          the command line's modules
-    17     cli                               the command table
-    18     __main__                          `python -m kqv`
+    14     exercise                          skeletons for the learner and the checker of their code
+    15     serve                             the local page
+    16     bench                             benchmarks, which may use anything below
+    17     commands                          the command line's modules
+    18     cli                               the command table
+    19     __main__                          `python -m kqv`
 
 Library modules import kqv at their top; only commands/ (and the entry point) import inside functions,
 so that `kqv --help` stays fast. The test reads the source (nothing is imported).
@@ -46,6 +47,7 @@ LAYERS = [
     {"families"},
     {"train"},
     {"lab"},
+    {"exercise"},
     {"serve"},
     {"bench"},
     {"commands"},

@@ -23,6 +23,7 @@ COMMAND_GROUPS = {
     "inspect": "kqv.commands.inspect",
     "explain": "kqv.commands.explain",
     "why": "kqv.commands.why",
+    "exercise": "kqv.commands.exercise",
     "lab": "kqv.commands.lab",
     "serve": "kqv.commands.serve",
 }
@@ -39,6 +40,7 @@ examples:
   kqv inspect runs/gpt "ROMEO: wherefore art thou" --layer 0   # attention heatmaps of every head
   kqv explain --preset nanogpt-cpu      # every tensor of one forward pass, with its shape
   kqv why runs/kitchen "The pizza came out of the oven and it" --corrupt pizza=cake   # why: lens, patching, …
+  kqv exercise start backprop           # write it yourself: a skeleton to fill in; kqv exercise check backprop.py
   kqv serve runs/gpt                    # a local web page: attention, next-token bars, generation
 """
 
