@@ -153,6 +153,14 @@ def expect_close(got, expected, what: str, hints: Sequence[Hint] = (), rtol: flo
     )  # fmt: skip
 
 
+def filled_in(skeleton: str, bodies: list[str]) -> str:
+    """A reference file from its skeleton: each `raise NotImplementedError` line replaced by the next of `bodies`."""
+    parts = skeleton.split("    raise NotImplementedError\n")
+    if len(parts) != len(bodies) + 1:
+        raise ValueError(f"the skeleton has {len(parts) - 1} bodies to fill, {len(bodies)} given")
+    return "".join(part + body for part, body in zip(parts, [*bodies, ""], strict=True))
+
+
 def load_learner(path: str | Path, name: str = "learner") -> ModuleType:
     """Import a learner's file by its path, as a fresh module (not cached in sys.modules)."""
     spec = importlib.util.spec_from_file_location(name, path)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from kqv.exercise.framework import Check, Failure, as_array, call, describe, first_hint
+from kqv.exercise.framework import Check, Failure, as_array, call, describe, filled_in, first_hint
 from kqv.nn.masks import additive_mask, allowed_positions
 
 NAME = "causal-mask"
@@ -146,13 +146,6 @@ BODIES = [  # the reference's bodies, in the skeleton's order
     return bool(mask.triu(diagonal=1).any())  # above the diagonal: key j > query i
 """,
 ]
-
-
-def filled_in(skeleton: str, bodies: list[str]) -> str:
-    """The skeleton with its `raise NotImplementedError` lines replaced by `bodies`, in order."""
-    parts = skeleton.split("    raise NotImplementedError\n")
-    assert len(parts) == len(bodies) + 1
-    return "".join(part + body for part, body in zip(parts, [*bodies, ""], strict=True))
 
 
 REFERENCE = filled_in(SKELETON, BODIES)

@@ -24,6 +24,7 @@ from kqv.exercise.framework import (
     describe,
     expect_close,
     expect_shape,
+    filled_in,
 )
 from kqv.nn.attention import MultiHeadAttention
 
@@ -155,13 +156,6 @@ BODIES = [  # the reference's bodies, in the skeleton's order
     return merge_heads(weights @ v) @ w_o.T  # (B, nh, T, hs) -> (B, T, C) -> (B, T, C)
 """,
 ]
-
-
-def filled_in(skeleton: str, bodies: list[str]) -> str:
-    """The skeleton with its `raise NotImplementedError` lines replaced by `bodies`, in order."""
-    parts = skeleton.split("    raise NotImplementedError\n")
-    assert len(parts) == len(bodies) + 1
-    return "".join(part + body for part, body in zip(parts, [*bodies, ""], strict=True))
 
 
 REFERENCE = filled_in(SKELETON, BODIES)

@@ -23,6 +23,7 @@ from kqv.exercise.framework import (
     describe,
     expect_close,
     expect_shape,
+    filled_in,
     first_hint,
 )
 from kqv.nn.positional import sinusoidal_table
@@ -128,13 +129,6 @@ BODIES = [  # the reference's bodies, in the skeleton's order
     return rotation.float()  # (d_model / 2, 2, 2): rows [cos b, sin b] and [−sin b, cos b]
 """,
 ]
-
-
-def filled_in(skeleton: str, bodies: list[str]) -> str:
-    """The skeleton with its `raise NotImplementedError` lines replaced by `bodies`, in order."""
-    parts = skeleton.split("    raise NotImplementedError\n")
-    assert len(parts) == len(bodies) + 1
-    return "".join(part + body for part, body in zip(parts, [*bodies, ""], strict=True))
 
 
 REFERENCE = filled_in(SKELETON, BODIES)
