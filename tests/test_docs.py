@@ -1,4 +1,5 @@
-"""README.md and docs/*.md stay true to the code: a short front page, links that resolve, commands that parse.
+"""README.md and docs/*.md stay true to the code: a short front page, links that resolve, commands that parse,
+Python snippets that run as printed (each in a fresh process, in a folder holding a small kitchen run).
 
 Every `kqv …` command shown in a code block is parsed by kqv's real argument parser (after the same
 `kqv translate RUN "…"` shorthand that kqv.cli.main applies), without running it. A command whose
@@ -9,6 +10,8 @@ import contextlib
 import io
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -330,3 +333,37 @@ def test_link_problems_on_made_up_links():
     assert "does not exist" in link_problem(readme, "docs/nothing.md")
     assert "outside the repository" in link_problem(readme, "../elsewhere.md")
     assert "does not exist" in link_problem(readme, "runs/gpt/loss.png")
+
+
+# --- Python snippets: each runs as printed ----------------------------------------------------------------
+
+PYTHON_BLOCKS = [
+    (f"{page.relative_to(ROOT).as_posix()}:{block.first_line}", "\n".join(block.lines))
+    for page in PAGES
+    for block in split_markdown(page.read_text(encoding="utf-8"))[1]
+    if block.language == "python"
+]
+KITCHEN = [  # the kitchen run a snippet loads, made small: the same corpus and tokenizer, a few steps
+    "gpt", "train", "--data", "embedded:kitchen", "--out", "runs/kitchen", "--preset", "tiny", "--set", "tokenizer=bpe",
+    "--set", "bpe_vocab_size=400", "--steps", "20",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def snippet_folder(tmp_path_factory):
+    """A folder to run the snippets in, holding the runs they load (runs/kitchen)."""
+    folder = tmp_path_factory.mktemp("snippets")
+    subprocess.run([sys.executable, "-m", "kqv", *KITCHEN], cwd=folder, check=True, capture_output=True)
+    return folder
+
+
+def test_there_are_python_snippets_to_run():
+    assert len(PYTHON_BLOCKS) >= 3
+
+
+@pytest.mark.parametrize(("where", "code"), PYTHON_BLOCKS, ids=[w for w, _ in PYTHON_BLOCKS])
+def test_python_snippets_run_as_printed(where, code, snippet_folder):
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=snippet_folder, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, f"{where}: the snippet fails:\n{result.stderr[-2000:]}"
