@@ -193,6 +193,11 @@ def bad_cases(gpt_run, tr_run):
         "no text": ([gpt_run], "give a run directory and a text"),
         "run and preset": ([gpt_run, "the oven", "--preset", "tiny"], "with --preset give only the text"),
         "unknown preset": (["--preset", "huge", "hi"], "--preset huge: no such preset; choose one of default"),
+        "a word not in the text": ([gpt_run, "the oven", "--words", "oven,pizza"], "--words: 'pizza' is not a whole"),
+        "ablate a translation": ([tr_run, "one two", "--ablate", "0.0"], "--ablate is for GPT runs"),
+        "ablate a layer": ([gpt_run, "the oven", "--ablate", "2.0"], "--ablate 2.0: layer 2 is out of range"),
+        "ablate a head": ([gpt_run, "the oven", "--ablate", "0.5"], "--ablate 0.5: head 5 is out of range"),
+        "ablate not L.H": ([gpt_run, "the oven", "--ablate", "0"], "give a layer and a head as L.H"),
         "query on no side": (
             [tr_run, "one two", "--target", "uno dos", "--query-token", "tres"],
             "'tres' is not a word of the source",
@@ -203,7 +208,8 @@ def bad_cases(gpt_run, tr_run):
 @pytest.mark.parametrize(
     "case",
     ["no such run", "empty text", "unknown query token", "query index", "layer", "head", "too long", "unknown char",
-     "attention on a gpt", "no text", "run and preset", "unknown preset", "query on no side"],
+     "attention on a gpt", "no text", "run and preset", "unknown preset", "a word not in the text",
+     "ablate a translation", "ablate a layer", "ablate a head", "ablate not L.H", "query on no side"],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_2(case, gpt_run, tr_run, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -226,3 +232,86 @@ def test_bad_input_in_a_real_process(tmp_path):
         f"kqv: error: {missing}: no such run directory; train one with `kqv gpt train --out {missing}`, "
         "or look at a model with random weights: kqv inspect --preset tiny TEXT\n"
     )
+
+
+def test_who_looks_where_sums_each_words_weights_from_the_patterns(gpt_run, tmp_path, capsys):
+    text = "the pizza came out and it tasted"
+    code, out, err = cli(capsys, "inspect", gpt_run, text, "--query-token", "it", "--words", "CAME", "--out", tmp_path,
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    shown = last_json(out)["attention"]["self"]["words"]
+    subject = load_subject(str(gpt_run))
+    patterns = GPT_FAMILY.attention_maps(subject.model, subject.tokenizer, text)[0]["self"].patterns
+    query = text.index(" it") + 2
+    spans = {w: range(text.index(w), text.index(w) + len(w)) for w in ("the", "pizza", "came", "out", "and")}
+    direct = {w: patterns[:, :, query, list(cols)].sum(axis=-1) for w, cols in spans.items()}  # (L, nh) each
+    best = sorted(direct, key=lambda w: -direct[w].max())[:3]
+    assert [w["word"] for w in shown] == best + (["came"] if "came" not in best else [])
+    assert [w["asked"] for w in shown] == [w["word"] == "came" for w in shown]
+    for word in shown:
+        assert word["tokens"] == list(spans[word["word"]])  # a char model: every letter of the word, summed
+        assert len(word["heads"]) == 4  # every head of 2 layers × 2, largest first
+        weights = [h["weight"] for h in word["heads"]]
+        assert weights == sorted(weights, reverse=True)
+        for h in word["heads"]:
+            assert h["weight"] == pytest.approx(direct[word["word"]][h["layer"], h["head"]], abs=1e-9)
+    first = shown[0]
+    heads = ", ".join(f"{h['layer']}.{h['head']} ({h['weight']:.2f})" for h in first["heads"][:3])
+    assert f"  heads that look from 'it' at '{first['word']}': {heads}\n" in out
+    assert "who looks where" in out and out.index("layer  head  1st") < out.index("who looks where")
+
+
+def test_no_who_looks_where_without_a_query_option(gpt_run, tmp_path, capsys):
+    code, out, err = cli(capsys, "inspect", gpt_run, "the oven", "--out", tmp_path, "--json")
+    assert code == 0, err
+    assert "who looks where" not in out and "words" not in last_json(out)["attention"]["self"]
+
+
+def test_ablate_matches_a_hand_written_hook_and_ablating_nothing_changes_nothing(gpt_run, tmp_path, capsys):
+    import torch
+
+    from kqv.inspect.attention import next_token_probs
+
+    text = "the pizza came out and it tasted"
+    code, out, err = cli(capsys, "inspect", gpt_run, text, "--query-token", "it", "--ablate", "1.0", "--ablate",
+                         "0.1", "--out", tmp_path, "--json")  # fmt: skip
+    assert code == 0, err
+    ablate = last_json(out)["ablate"]
+    query = text.index(" it") + 2
+    assert ablate["query"] == query
+    assert [r["heads"] for r in ablate["runs"]] == [[[1, 0]], [[0, 1]], [[1, 0], [0, 1]]]  # each, then both
+
+    subject = load_subject(str(gpt_run))
+    model, ids = subject.model.eval(), subject.tokenizer.encode(text)
+
+    def by_hand(removed):
+        handles = []
+        for layer, head in removed:
+
+            def zero(module, inputs, output, head=head):
+                output = output.clone()
+                output[:, head] = 0.0
+                return output
+
+            handles.append(model.blocks[layer].attn.z.register_forward_hook(zero))
+        try:
+            with torch.no_grad():
+                return torch.softmax(model(torch.tensor([ids])).logits[0, query].double(), -1)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    plain = by_hand([])
+    for run in ablate["runs"]:
+        expected = by_hand([tuple(h) for h in run["heads"]])
+        assert len(run["tokens"]) >= 3
+        for tok in run["tokens"]:
+            assert tok["before"] == pytest.approx(float(plain[tok["id"]]), abs=1e-6)
+            assert tok["after"] == pytest.approx(float(expected[tok["id"]]), abs=1e-6)
+        top_before = [int(i) for i in torch.argsort(plain, descending=True, stable=True)[:3]]
+        assert [t["id"] for t in run["tokens"]][:3] == top_before
+    assert torch.equal(next_token_probs(model, ids, query, []), plain)  # ablating nothing changes nothing
+    assert not torch.allclose(by_hand([(1, 0)]), plain, atol=0, rtol=0)  # the hook does remove something
+    line = next(x for x in out.splitlines() if x.startswith("ablating 1.0, 0.1: "))
+    first = ablate["runs"][2]["tokens"][0]
+    assert line.startswith(f"ablating 1.0, 0.1: P('{first['token']}') {first['before']:.3f} → {first['after']:.3f}, ")

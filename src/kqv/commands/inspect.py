@@ -14,6 +14,8 @@ from kqv.errors import UserError
 
 EXAMPLES = """\
   kqv inspect runs/gpt "The pizza came out of the oven and it tasted good" --query-token it
+  kqv inspect runs/gpt "The pizza came out of the oven and it tasted" --query-token it --words pizza,oven
+  kqv inspect runs/gpt "The pizza came out of the oven and it tasted" --query-token it --ablate 0.1 --ablate 1.0
   kqv inspect runs/gpt "ROMEO: But soft" --layer 2 --head 1   # one head large, with its tokens
   kqv inspect runs/translate "The pizza came out of the oven" --attention cross --json
   kqv inspect --preset tiny "hello there"                 # a GPT preset with random weights
@@ -73,6 +75,20 @@ def register(groups) -> None:
     )
     parser.add_argument(
         "--top", type=positive_int, default=3, metavar="K", help="keys listed per head for the query (default 3)"
+    )
+    parser.add_argument(
+        "--words",
+        metavar="W1,W2",
+        help="who looks where: also list the heads that look most from the query at these words of the text "
+        "(whole words, case-insensitive; by default the 3 words before the query that some head looks at most)",
+    )
+    parser.add_argument(
+        "--ablate",
+        action="append",
+        default=[],
+        metavar="L.H",
+        help="GPT runs: remove head H of layer L (its output z set to 0) and show how the next-token probabilities "
+        "at the query change; repeat it for more heads (each alone, then all together)",
     )
     parser.add_argument(
         "--out", metavar="DIR", help="folder for the PNGs (default: RUN/inspect, or runs/inspect-PRESET)"
@@ -153,7 +169,62 @@ def _number(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def describe_kind(kind: str, maps, query: int | None, how: str, top: int) -> tuple[list[str], dict]:
+def _parse_words(option: str | None, sides: dict[str, list[str]], specials: frozenset[str]) -> list[str]:
+    """--words "pizza,oven" -> ["pizza", "oven"], each a whole word of the text (any side), else a UserError."""
+    from kqv.inspect.attention import words_of
+
+    if option is None:
+        return []
+    asked = [w.strip() for w in option.split(",") if w.strip()]
+    if not asked:
+        raise UserError("--words is empty; give words of the text, e.g. --words pizza,oven")
+    known = {w.text.lower() for texts in sides.values() for w in words_of(texts, specials)}
+    for word in asked:
+        if word.lower() not in known:
+            shown = ", ".join(sorted(known)) or "none"
+            raise UserError(f"--words: {word!r} is not a whole word of the text (its words: {shown})")
+    return asked
+
+
+def who_looks_where(maps, query: int, asked: list[str], k: int = 3) -> tuple[list[str], list[dict]]:
+    """The "who looks where" lines and JSON of one query: per word, the heads that put the most weight on it."""
+    from kqv.inspect.attention import pick_words, word_around, word_looks, words_before, words_of
+
+    if maps.self_attention:
+        words, where = words_before(maps.key_texts, query, maps.specials), "before it"
+    else:
+        words, where = words_of(maps.key_texts, maps.specials), "of the source"
+    looks = word_looks(maps.patterns, query, words)
+    picked = pick_words(looks, k, asked)
+    source = word_around(maps.query_texts, query, maps.specials).strip() or maps.query_texts[query]
+    lines = [
+        f"who looks where: per word {where}, the heads that look at it most from {source!r} "
+        f"(layer.head (weight), a word's tokens and occurrences summed; the {k} words with the most, and --words):"
+    ]
+    if not picked:
+        lines.append(f"  no words {where}")
+    for look in picked:
+        heads = ", ".join(f"{h.layer}.{h.head} ({h.weight:.2f})" for h in look.heads[:k])
+        lines.append(f"  heads that look from {source!r} at {look.word!r}: {heads}")
+    seen = {w.word for w in looks}
+    for word in asked:
+        if word.lower() not in seen:
+            lines.append(f"  {word.lower()!r} is not a word {where} here")
+    entry = [
+        {
+            "word": look.word,
+            "tokens": list(look.tokens),
+            "asked": look.word in {w.lower() for w in asked},
+            "heads": [asdict(h) for h in look.heads],
+        }
+        for look in picked
+    ]
+    return lines, entry
+
+
+def describe_kind(
+    kind: str, maps, query: int | None, how: str, top: int, asked: list[str] | None = None
+) -> tuple[list[str], dict]:
     """The printed lines and the JSON entry of one kind of attention."""
     import math
 
@@ -185,6 +256,9 @@ def describe_kind(kind: str, maps, query: int | None, how: str, top: int) -> tup
                 rows.append([str(layer), str(head), *cells])
         ordinal = ["1st", "2nd", "3rd"] + [f"{i}th" for i in range(4, top + 1)]
         lines += _table(["layer", "head", *ordinal[: len(rows[0]) - 2]], rows, {0, 1})
+        if asked is not None:
+            where_lines, entry["words"] = who_looks_where(maps, query, asked)
+            lines += where_lines
     entry["top"] = tops
     summaries = summarize(maps.patterns, maps.self_attention)
     entry["summaries"] = [asdict(s) for s in summaries]
@@ -202,6 +276,50 @@ def describe_kind(kind: str, maps, query: int | None, how: str, top: int) -> tup
         for s in summaries
     ]
     lines += _table(["layer", "head", "entropy", "prev", "first", "self"], rows, {0, 1, 2, 3, 4, 5})
+    return lines, entry
+
+
+def _parse_ablate(specs: list[str], family, model) -> list[tuple[int, int]]:
+    """--ablate "0.1" … -> [(0, 1), …] without repeats; GPT runs only, each layer and head in range."""
+    if not specs:
+        return []
+    if family.reads_target:
+        raise UserError(f"--ablate is for GPT runs; this run is {family.title}")
+    L, nh = model.config.n_layer, model.config.n_head
+    heads = []
+    for spec in specs:
+        layer, dot, head = spec.strip().partition(".")
+        if not (dot and layer.lstrip("-").isdigit() and head.lstrip("-").isdigit()):
+            raise UserError(f"--ablate {spec!r}: give a layer and a head as L.H, e.g. --ablate 0.1")
+        layer, head = int(layer), int(head)
+        if not 0 <= layer < L:
+            raise UserError(f"--ablate {spec}: layer {layer} is out of range: the model has {L} layers (0 … {L - 1})")
+        if not 0 <= head < nh:
+            raise UserError(f"--ablate {spec}: head {head} is out of range: each layer has {nh} heads (0 … {nh - 1})")
+        heads.append((layer, head))
+    return list(dict.fromkeys(heads))
+
+
+def describe_ablation(subject, text: str, maps, query: int, heads: list[tuple[int, int]], k: int = 3):
+    """The lines and JSON of --ablate: the next-token probabilities at the query, with each head removed (then all)."""
+    from kqv.inspect.attention import next_token_probs, prob_changes, token_label, token_texts
+
+    ids = subject.tokenizer.encode(text)
+    label = lambda i: token_label(token_texts(subject.tokenizer, [i])[0])  # noqa: E731
+    before = next_token_probs(subject.model, ids, query)
+    runs = [[h] for h in heads] + ([heads] if len(heads) > 1 else [])
+    lines = [
+        f"removing heads (their z set to 0 at every position): the next token after token {query} "
+        f"'{token_label(maps.query_texts[query])}', P before → after (the {k} most likely before, then after):"
+    ]
+    entry = {"query": query, "runs": []}
+    for removed in runs:
+        after = next_token_probs(subject.model, ids, query, removed)
+        changes = prob_changes(before, after, label, k)
+        names = ", ".join(f"{layer}.{head}" for layer, head in removed)
+        shown = ", ".join(f"P('{c.token}') {c.before:.3f} → {c.after:.3f}" for c in changes)
+        lines.append(f"ablating {names}: {shown}")
+        entry["runs"].append({"heads": [list(h) for h in removed], "tokens": [asdict(c) for c in changes]})
     return lines, entry
 
 
@@ -227,6 +345,10 @@ def run_inspect(args) -> None:
     queries = {kind: _pick_query(maps, args) for kind, maps in all_maps.items()}
     if all(index is None for index, _, _ in queries.values()):
         raise UserError(next(iter(queries.values()))[2])  # found on no side: the first side's full message
+    specials = frozenset().union(*(maps.specials for maps in all_maps.values()))
+    asked = _parse_words(args.words, sides, specials)
+    want_words = args.words is not None or args.query_token is not None or args.query_index is not None
+    ablate = _parse_ablate(args.ablate, family, subject.model)
 
     out_dir = Path(args.out) if args.out else subject.default_out
     print(f"model: {subject.name} ({family.name})")
@@ -252,7 +374,7 @@ def run_inspect(args) -> None:
     files = []
     for kind, maps in all_maps.items():
         query, how, _ = queries[kind]
-        lines, entry = describe_kind(kind, maps, query, how, args.top)
+        lines, entry = describe_kind(kind, maps, query, how, args.top, asked if want_words else None)
         print()
         print("\n".join(lines))
         L, nh = maps.patterns.shape[:2]
@@ -265,6 +387,10 @@ def run_inspect(args) -> None:
         files += entry["files"]
         result["attention"][kind] = entry
         print("wrote " + ", ".join(entry["files"]))
+    if ablate:
+        lines, result["ablate"] = describe_ablation(subject, text, all_maps["self"], queries["self"][0], ablate)
+        print()
+        print("\n".join(lines))
     seconds = time.perf_counter() - started
     print(f"done in {seconds:.1f} s")
     if args.json:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from kqv.errors import UserError
+from kqv.inspect.cache import hooks
 from kqv.nn.masks import allowed_positions
 
 ROW_SUM_TOLERANCE = 1e-4  # float32 softmax rows sum to 1 within ~1e-6; this leaves room, catches real bugs
@@ -244,3 +245,156 @@ def resolve_index(n: int, index: int, what: str = "text") -> int:
     if not -n <= index < n:
         raise UserError(f"--query-index {index} is out of range: the {what} has {n} tokens (0 … {n - 1}, or −1 …)")
     return index % n
+
+
+# --- who looks where: the weight each head puts on each word
+
+
+@dataclass(frozen=True)
+class Word:
+    """One whole word of a token list: its text and the tokens that hold some of its characters."""
+
+    text: str
+    tokens: tuple[int, ...]  # first … last token that overlaps the word, in order
+
+
+@dataclass(frozen=True)
+class HeadWeight:
+    """The attention weight one head puts, from the query, on one word (its tokens' weights summed)."""
+
+    layer: int
+    head: int
+    weight: float
+
+
+@dataclass(frozen=True)
+class WordLook:
+    """One word (all its occurrences the query may see) and every head's weight on it, largest first."""
+
+    word: str  # lower-cased: "The" and "the" are one word
+    tokens: tuple[int, ...]  # the key tokens whose weights are summed
+    heads: tuple[HeadWeight, ...]  # every (layer, head), largest weight first (ties: earlier head first)
+
+    @property
+    def best(self) -> float:
+        return self.heads[0].weight if self.heads else 0.0
+
+
+_WORD = re.compile(r"\w+")
+
+
+def words_of(texts: list[str], standalone: frozenset[str] = frozenset()) -> list[Word]:
+    """The whole words (runs of letters, digits, "_") of a token list, in order, with the tokens they lie in.
+
+    Matched on the joined text, so it works for any tokenizer: a char model's "pizza" is tokens
+    ("p","i","z","z","a"), a BPE model's one token " pizza". Special tokens ("</s>") hold no word.
+
+    >>> [(w.text, w.tokens) for w in words_of(["p", "i", "e", " ", "i", "t"])]
+    [('pie', (0, 1, 2)), ('it', (4, 5))]
+    """
+    texts = [" " * len(t) if t in standalone else t for t in texts]  # same lengths, so the offsets hold
+    ends = np.cumsum([len(t) for t in texts])  # token i covers characters [ends[i] - len(texts[i]), ends[i])
+    out = []
+    for match in _WORD.finditer("".join(texts)):
+        first = int(np.searchsorted(ends, match.start(), side="right"))
+        last = int(np.searchsorted(ends, match.end() - 1, side="right"))
+        out.append(Word(match.group(), tuple(range(first, last + 1))))
+    return out
+
+
+def words_before(texts: list[str], query: int, standalone: frozenset[str] = frozenset()) -> list[Word]:
+    """The words of a self-attention's text that end before the query's own word begins (its earlier words)."""
+    words = words_of(texts, standalone)
+    own = next((w for w in words if query in w.tokens), None)
+    start = own.tokens[0] if own is not None else query
+    return [w for w in words if w.tokens[-1] < start]
+
+
+def word_looks(patterns: np.ndarray, query: int, words: list[Word]) -> list[WordLook]:
+    """(L, nh, Tq, Tk) patterns, a query row and the key words -> each distinct word and every head's weight on it.
+
+    A word of several tokens gets the sum of its tokens' weights; a word that occurs more than once
+    (case-insensitive) gets the sum over its occurrences. The words keep the order of their first occurrence.
+    """
+    p = np.asarray(patterns, dtype=np.float64)
+    L, nh = p.shape[:2]
+    grouped: dict[str, list[int]] = {}
+    for w in words:
+        grouped.setdefault(w.text.lower(), []).extend(w.tokens)
+    out = []
+    for word, tokens in grouped.items():
+        tokens = sorted(set(tokens))
+        weights = p[:, :, query, tokens].sum(axis=-1)  # (L, nh)
+        order = np.argsort(-weights.reshape(-1), kind="stable")
+        heads = tuple(HeadWeight(int(i // nh), int(i % nh), float(weights.reshape(-1)[i])) for i in order)
+        out.append(WordLook(word, tuple(tokens), heads))
+    return out
+
+
+def pick_words(looks: list[WordLook], k: int = 3, asked: list[str] = ()) -> list[WordLook]:
+    """The k words with the largest best-head weight (ties: earlier word first), then any asked word not yet in.
+
+    Words in `asked` that are not among `looks` are left out (the caller says why).
+    """
+    picked = sorted(looks, key=lambda w: -w.best)[: max(k, 0)]  # (a stable sort: ties keep the text's order)
+    by_word = {w.word: w for w in looks}
+    for word in asked:
+        look = by_word.get(word.lower())
+        if look is not None and look not in picked:
+            picked.append(look)
+    return picked
+
+
+# --- removing heads: the next-token probabilities without them
+
+
+def next_token_probs(model, ids: list[int], position: int, remove: list[tuple[int, int]] = ()) -> torch.Tensor:
+    """A GPT's next-token probabilities (V,) at `position` of `ids`, with each (layer, head) in `remove` removed.
+
+    A removed head's output z (pattern·V, hook point "blocks.{L}.attn.z", (B, nh, T, hs)) is set to 0 at
+    every position, so it adds nothing to the residual stream. No heads removed: the plain forward pass.
+    Runs in eval mode without gradients; the model's mode is restored afterwards.
+    """
+
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in remove:
+        by_layer.setdefault(int(layer), []).append(int(head))
+
+    def zero(heads: list[int]):
+        def fn(z: torch.Tensor, name: str) -> torch.Tensor:
+            z = z.clone()
+            z[:, heads] = 0
+            return z
+
+        return fn
+
+    fns = {f"blocks.{layer}.attn.z": zero(heads) for layer, heads in by_layer.items()}
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with hooks(model, fns), torch.no_grad():
+            logits = model(torch.tensor([ids], device=device)).logits[0, position]
+    finally:
+        model.train(was_training)
+    return torch.softmax(logits.double(), dim=-1).cpu()
+
+
+@dataclass(frozen=True)
+class ProbChange:
+    """One next-token candidate: its id, its label and its probability before and after an ablation."""
+
+    id: int
+    token: str
+    before: float
+    after: float
+
+
+def prob_changes(before: torch.Tensor, after: torch.Tensor, label, k: int = 3) -> list[ProbChange]:
+    """The k most likely tokens before, then those of the k most likely after not yet listed, with both values.
+
+    `label(i)` is token i's text as shown. Ties keep the lower id first.
+    """
+    b, a = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    ids = list(np.argsort(-b, kind="stable")[:k]) + list(np.argsort(-a, kind="stable")[:k])
+    return [ProbChange(int(i), label(int(i)), float(b[i]), float(a[i])) for i in dict.fromkeys(int(i) for i in ids)]
