@@ -5,8 +5,11 @@ turns a `UserError` into one line on stderr with exit code 2.
 """
 
 import argparse
+import contextvars
+import difflib
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -45,10 +48,49 @@ examples:
 """
 
 
+_PARSING: contextvars.ContextVar[list] = contextvars.ContextVar("kqv_parsing")
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit code 2), not usage + error."""
+    """argparse, but a usage error is one line (and exit code 2), not usage + error, naming the help of the
+    subcommand where it happened, with the nearest real spelling of a misspelt option or subcommand."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        trail = _PARSING.get(None)
+        if trail is not None:
+            trail.append(self)  # argparse parses the subcommands in turn: the last one is the deepest chosen
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        # argparse's own parse_args reports leftover words from the top parser ("see `kqv --help`"):
+        # report them from the subcommand that did not know them instead
+        token = _PARSING.set([])
+        try:
+            namespace, extras = self.parse_known_args(args, namespace)
+            deepest = _PARSING.get()[-1]
+        finally:
+            _PARSING.reset(token)
+        if extras:
+            message = f"unrecognized arguments: {' '.join(extras)}"
+            options = [
+                s for action in deepest._actions for s in action.option_strings if action.help != argparse.SUPPRESS
+            ]
+            for word in extras:
+                if word.startswith("-") and word != "-":
+                    close = difflib.get_close_matches(word.partition("=")[0], options, n=1, cutoff=0.6)
+                    if close:
+                        message += f"; did you mean {close[0]}?"
+                    break
+            deepest.error(message)
+        return namespace
 
     def error(self, message: str) -> None:
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if choice:
+            choices = [c.strip().strip("'") for c in choice.group(2).split(",")]
+            close = difflib.get_close_matches(choice.group(1), choices, n=1, cutoff=0.6)
+            if close:
+                message += f"; did you mean {close[0]}?"
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 

@@ -146,7 +146,7 @@ def test_a_gpt_run_is_not_a_translation_run(tmp_path, capsys):
     (tmp_path / "gpt").mkdir()
     (tmp_path / "gpt" / "config.json").write_text(json.dumps({"kind": "gpt", "model": {}, "train": {}}))
     assert main(["translate", "eval", str(tmp_path / "gpt")]) == 2
-    assert "not a translation run" in capsys.readouterr().err
+    assert "is a GPT run (a decoder-only model); use `kqv gpt …`" in capsys.readouterr().err
 
 
 def test_set_overrides_reach_the_model_and_the_tokenizer(corpus, tmp_path, capsys):

@@ -133,4 +133,4 @@ def test_the_translate_commands_read_a_run_through_its_family(translation_run, c
     code, out, err = cli(capsys, "translate", str(translation_run), "one two three")
     assert code == 0 and out.strip(), err
     code, _, err = cli(capsys, "gpt", "sample", str(translation_run))
-    assert code == 2 and "not a GPT run (it is a translation run)" in err
+    assert code == 2 and "is a translation run (an encoder–decoder); use `kqv translate …`" in err

@@ -17,7 +17,8 @@ from kqv.commands._common import (
 )
 from kqv.errors import UserError
 
-DEFAULT_OUT = "runs/digits/model.safetensors"
+MODEL_NAME = "model.safetensors"
+DEFAULT_OUT = f"runs/digits/{MODEL_NAME}"
 
 # Learning rate and L2 strength that suit each kind of data (chosen on the validation
 # set; see README): the 1,257 embedded images want big steps, MNIST's 50,000 smaller ones.
@@ -32,7 +33,7 @@ def register(groups) -> None:
         groups,
         "digits",
         "step 1: a NumPy network with hand-written backprop that learns handwritten digits",
-        "  kqv digits train && kqv digits plot runs/digits/model.safetensors\n"
+        "  kqv digits train --plot                 # the curves and the misclassified digits beside the model\n"
         "  kqv digits predict runs/digits/model.safetensors my-digit.png\n",
     )
 
@@ -66,7 +67,12 @@ def register(groups) -> None:
     )
     train.add_argument("--seed", type=int, default=0, help="seeds the weights and the shuffling")
     train.add_argument("--validation-size", type=int, default=10_000, help="IDX only: last N training images held out")
-    train.add_argument("--out", default=DEFAULT_OUT, help=f"model file to write (default {DEFAULT_OUT})")
+    train.add_argument(
+        "--out",
+        help=f"model file to write, or a folder for its {MODEL_NAME} (default {DEFAULT_OUT}, or runs/digits-2/…, "
+        "… if that holds a model)",
+    )
+    train.add_argument("--force", action="store_true", help="replace the model already in --out")
     train.add_argument("--plot", action="store_true", help="also write the plots of `kqv digits plot`")
     add_json_flag(train)
 
@@ -77,7 +83,9 @@ def register(groups) -> None:
         "  kqv digits predict runs/digits/model.safetensors my-seven.png photo-of-a-3.jpg\n",
         run_predict,
     )
-    predict.add_argument("model", help="a model file written by `kqv digits train`")
+    predict.add_argument(
+        "model", help=f"a model file written by `kqv digits train`, or its folder (FOLDER/{MODEL_NAME})"
+    )
     predict.add_argument("images", nargs="+", help="PNG/JPEG/... images, any size, either polarity")
     predict.add_argument("--save-normalised", metavar="DIR", help="also save each image as the network sees it")
     add_json_flag(predict)
@@ -90,10 +98,34 @@ def register(groups) -> None:
         "  kqv digits plot model.safetensors --data mnist/ --out plots/\n",
         run_plot,
     )
-    plot.add_argument("model", help="a model file written by `kqv digits train`")
+    plot.add_argument("model", help=f"a model file written by `kqv digits train`, or its folder (FOLDER/{MODEL_NAME})")
     plot.add_argument("--data", help="where the test images are, if not where the model was trained from")
     plot.add_argument("--out", help="folder for the PNGs (default: beside the model)")
     add_json_flag(plot)
+
+
+def model_file(path: str | Path) -> Path:
+    """A model file, or a run folder that holds one (FOLDER/model.safetensors) -> the file."""
+    path = Path(path)
+    return path / MODEL_NAME if path.is_dir() else path
+
+
+def output_file(out: str | None, force: bool) -> Path:
+    """Where `kqv digits train` writes: --out (refused if it holds a model, unless --force), or runs/digits,
+    runs/digits-2, … whichever holds no model yet. A finished model is never replaced without --force."""
+    if out is not None:
+        path = model_file(out)
+        if path.exists() and not force:
+            raise UserError(
+                f"{path} already holds a trained model; pass --force to replace it, or choose another --out"
+            )
+        return path
+    base = Path(DEFAULT_OUT).parent
+    for n in range(1, 10_000):
+        path = (base if n == 1 else base.with_name(f"{base.name}-{n}")) / MODEL_NAME
+        if not path.exists() and not path.is_symlink():
+            return path
+    raise UserError(f"{base}: 9,999 digits models already exist; choose a file with --out")
 
 
 def _load_data(data: str | None, validation_size: int):
@@ -117,6 +149,7 @@ def run_train(args) -> None:
     from kqv.scratch.train import confusion_matrix, sgd
 
     started = time.perf_counter()
+    out = output_file(args.out, args.force)
     data = _load_data(args.data, args.validation_size)
     defaults = DATA_DEFAULTS["embedded" if args.data is None else "idx"]
     eta = args.eta if args.eta is not None else defaults["eta"]
@@ -185,7 +218,9 @@ def run_train(args) -> None:
         "hyperparameters": hyper,
         "history": [r.to_dict() for r in history],
     }
-    model_path = save_network(args.out, net, extra)
+    if args.out is None:  # another training took this name meanwhile: the next free one
+        out = output_file(None, False) if out.exists() else out
+    model_path = save_network(out, net, extra)
     print(f"\ntest accuracy {final.test_accuracy:.4f}; model saved to {model_path}")
     plots = _write_plots(net, extra, data, model_path.parent) if args.plot else []
     for p in plots:
@@ -218,7 +253,7 @@ def run_predict(args) -> None:
     from kqv.data.images import load_digit_image
     from kqv.scratch.checkpoint import load_network
 
-    net, config = load_network(args.model)
+    net, config = load_network(model_file(args.model))
     shape = tuple(config["image_shape"])
     prep = config["preprocess"]
     inputs = np.stack([load_digit_image(p, shape, prep["box"], prep["center"]) for p in args.images])  # (N, n_0)
@@ -261,14 +296,15 @@ def _write_plots(net, config: dict, data, folder: Path) -> list[Path]:
 def run_plot(args) -> None:
     from kqv.scratch.checkpoint import load_network
 
-    net, config = load_network(args.model)
+    model = model_file(args.model)
+    net, config = load_network(model)
     source = args.data or config["data"]["source"]
     if source != "embedded" and not Path(source).exists():
         raise UserError(f"the model was trained on {source}, which is not there now; pass --data DIR")
     data = _load_data(None if source == "embedded" else source, config["data"]["validation_size"])
     if data.num_inputs != net.sizes[0]:
         raise UserError(f"{source} has {data.num_inputs} pixels per image but the model expects {net.sizes[0]}")
-    folder = Path(args.out) if args.out else Path(args.model).parent
+    folder = Path(args.out) if args.out else model.parent
     plots = _write_plots(net, config, data, folder)
     for p in plots:
         print(f"plot written to {p}")

@@ -1,5 +1,6 @@
 """`kqv gpt …`: train a GPT on text, evaluate it, sample from it (steps 2–3 of the path)."""
 
+import shlex
 import sys
 
 from kqv.commands._common import add_command, add_group, add_json_flag, add_steps_flag, emit_json, positive_int
@@ -167,7 +168,9 @@ def run_train(args) -> None:
         f"done: {summary['steps']} steps, best val loss {summary['best_val_loss']:.4f}, "
         f"{summary['tokens_per_second']:,.0f} tok/s, {summary['wall_seconds']:.0f} s wall; run in {run_dir}"
     )
-    print(f"sample from it: kqv gpt sample {run_dir} --prompt 'ROMEO:'")
+    prompt = summary["sample_prompt"]
+    quoted = "'" + prompt.replace("'", "'\"'\"'") + "'"  # as shlex.quote, but always quoted: --prompt 'ROMEO:'
+    print(f"sample from it: kqv gpt sample {shlex.quote(str(run_dir))} --prompt {quoted}")
     if args.json:
         emit_json({"command": "gpt train", **summary, "log": result.log})
 

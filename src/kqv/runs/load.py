@@ -6,6 +6,7 @@ the weights against their own sha256 and config.json's, and against NaN. The mod
 the memory check says its weights fit.
 """
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,26 @@ def run_tokenizer(run_dir: Path, info: dict):
     return tokenizer
 
 
+# what each kind of run is, and the command group that uses it
+KIND_WORDS = {
+    "gpt": ("a GPT run (a decoder-only model)", "kqv gpt"),
+    "translation": ("a translation run (an encoder–decoder)", "kqv translate"),
+}
+
+
+def check_kind(run_dir: Path, kind: str) -> None:
+    """A run of another kind than `kind` -> one line naming what it is and the command group for it.
+
+    Only config.json's "kind" is read here; anything wrong with the file is left to read_config."""
+    try:
+        found = json.loads((run_dir / "config.json").read_bytes()).get("kind", "gpt")
+    except (OSError, ValueError, AttributeError):
+        return
+    if found != kind and found in KIND_WORDS and kind in KIND_WORDS:
+        what, command = KIND_WORDS[found]
+        raise UserError(f"{run_dir} is {what}; use `{command} …`")
+
+
 def load_run_dir(
     run_dir: str | Path,
     kind: str,
@@ -61,6 +82,7 @@ def load_run_dir(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory; train one with `{train_command} --out {run_dir}`")
+    check_kind(run_dir, kind)
     info = read_config(run_dir, kind)
     model_cfg, train_cfg = saved_configs(run_dir, info, config_cls)
     check_memory(model_cfg, str(run_dir), device)

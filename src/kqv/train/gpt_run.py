@@ -13,7 +13,7 @@ import torch
 
 from kqv import __version__
 from kqv.config import ConfigError, GPTConfig, TrainConfig, apply_overrides, from_dict, load_preset, to_dict
-from kqv.data.text import BatchSampler, cached_tokens, fixed_batches, prepare_tokens, read_corpus
+from kqv.data.text import EMBEDDED_SOURCE, BatchSampler, cached_tokens, fixed_batches, prepare_tokens, read_corpus
 from kqv.device import amp_dtype, configure_device, pick_device
 from kqv.errors import UserError
 from kqv.models.gpt import GPT
@@ -21,12 +21,42 @@ from kqv.runs.config_file import checkpoint_checks, saved_configs, write_config
 from kqv.runs.directory import claim_new, claim_resume, holding
 from kqv.runs.load import run_tokenizer
 from kqv.runs.memory import check_gpt_training
-from kqv.tokenizer import save_tokenizer, tokenizer_from_dict, train_tokenizer
+from kqv.tokenizer import UnknownTokenError, save_tokenizer, tokenizer_from_dict, train_tokenizer
 from kqv.train import distributed
 from kqv.train.loop import Trainer, TrainResult
 from kqv.viz.curves import plot_loss_curve
 
 DEFAULT_PRESET = "default"
+
+
+HINT_LENGTH = 20  # the most characters of the prompt the final hint suggests
+
+
+def sample_prompt(corpus, tokenizer) -> str:
+    """A prompt to suggest for sampling a run: 'ROMEO:' for tiny Shakespeare, else the start of the corpus's first
+    line that has words — at most HINT_LENGTH characters, cut at a word, only characters the tokenizer encodes."""
+    if corpus.source == EMBEDDED_SOURCE:
+        return "ROMEO:"
+
+    def known(text: str) -> bool:
+        try:
+            return bool(text) and tokenizer.decode(tokenizer.encode(text)) == text
+        except (UnknownTokenError, ValueError):  # a char tokenizer refuses a character it never saw (UnknownTokenError)
+            return False
+
+    for line in corpus.text[:100_000].splitlines():
+        words = ["".join(c for c in w if c.isprintable() and known(c)) for w in line.split()]
+        prompt = ""
+        for word in filter(None, words):
+            longer = f"{prompt} {word}" if prompt else word
+            if len(longer) > HINT_LENGTH:
+                break
+            prompt = longer
+        if not prompt and any(words):  # one long first word: its start
+            prompt = next(w for w in words if w)[:HINT_LENGTH]
+        if prompt and known(prompt):
+            return prompt
+    return next((c for c in corpus.text[:10_000] if c.isprintable() and not c.isspace() and known(c)), "a")
 
 
 def resolve_configs(preset: str, overrides: list[str], vocab_size: int | None = None) -> tuple[dict, TrainConfig]:
@@ -203,6 +233,7 @@ def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_
         "processes": n,
         "rank": distributed.rank(),
         "plot": str(plot) if plot else None,
+        "sample_prompt": sample_prompt(corpus, tokenizer),  # for the hint `kqv gpt sample RUN --prompt …`
         "step_losses": result.step_losses,  # the training loss of each step this call ran
         "step_grad_norms": result.step_grad_norms,  # and its gradient norm before clipping
     }
