@@ -212,7 +212,8 @@ def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_
     else:
         say(
             f"model: {model_cfg.n_layer} layers, {model_cfg.n_head} heads, width {model_cfg.n_embd}, "
-            f"context {T}, vocab {model_cfg.vocab_size}: {model.num_parameters():,} parameters; "
+            f"context {T}, vocab {model_cfg.vocab_size}, score {model_cfg.score}, mask {model_cfg.mask}, "
+            f"positions {model_cfg.pos_encoding}: {model.num_parameters():,} parameters; "
             f"{train_cfg.max_iters} steps of {B * train_cfg.grad_accum} × {T} tokens on {where}"
         )
     result = trainer.fit(stop_at=stop_at)

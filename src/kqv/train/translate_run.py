@@ -175,7 +175,8 @@ def _train_translation(
         c = model_cfg
         say(
             f"model: {c.n_layer_enc}+{c.n_layer_dec} layers, {c.n_head} heads, width {c.n_embd}, "
-            f"{'pre' if c.norm_first else 'post'}-LN, shared vocab {c.vocab_size}: {model.num_parameters():,} "
+            f"{'pre' if c.norm_first else 'post'}-LN, positions {c.pos_encoding}, shared vocab {c.vocab_size}: "
+            f"{model.num_parameters():,} "
             f"parameters; {train_cfg.max_iters} steps of ≤ {train_cfg.batch_tokens} tokens on {device}"
             + (" (bf16 autocast)" if amp is not None else "")
             + (f"; {dropped} training pairs longer than {c.max_len - 1} tokens left out" if dropped else "")
