@@ -11,13 +11,13 @@ def run(spec, seed, honest, best_val, tf=None, leaks=False):
     )  # fmt: skip
 
 
-RESULTS = [
-    run("base", 0, 2.0, 2.0),
-    run("base", 1, 2.2, 2.2),
-    run("leaky", 0, 3.0, 0.5, tf=0.5, leaks=True),
-    run("leaky", 1, 3.2, 0.7, tf=0.7, leaks=True),
-    run("better", 0, 1.5, 1.5),
-    run("better", 1, 1.52, 1.52),
+RESULTS = [  # best_val (the trainer's batches) differs from tf everywhere: the table must show tf
+    run("base", 0, 2.0, 2.3),
+    run("base", 1, 2.2, 2.4),
+    run("leaky", 0, 3.0, 0.9, tf=0.5, leaks=True),
+    run("leaky", 1, 3.2, 0.8, tf=0.7, leaks=True),
+    run("better", 0, 1.5, 1.7),
+    run("better", 1, 1.52, 1.8),
 ]
 
 
@@ -33,9 +33,9 @@ def test_summaries_are_mean_and_sample_std_sorted_by_honest_loss():
 def test_table_rows_show_mean_plus_minus_std_leaks_and_noise():
     table = results_table(summarize(RESULTS), baseline_spec="base")
     lines = table.splitlines()
-    assert lines[0].startswith("| variant | honest loss |") and len(lines) == 5
+    assert lines[0].startswith("| variant | honest loss | teacher-forced loss | honest − TF |") and len(lines) == 5
     assert lines[2].startswith("| better | 1.510 ± 0.014 | 1.510 ± 0.014 | +0.000 | no | -0.590 (beyond noise) |")
-    assert lines[3].startswith("| base | 2.100 ± 0.141 | 2.100 ± 0.141 | +0.000 | no | – |")
+    assert lines[3].startswith("| base **(baseline)** | 2.100 ± 0.141 | 2.100 ± 0.141 | +0.000 | no | (baseline) |")
     assert "| leaky | 3.100 ± 0.141 | 0.600 ± 0.141 | +2.500 | **yes** (mask sees the future) | +1.000" in lines[4]
 
 
@@ -48,3 +48,17 @@ def test_csv_has_one_row_per_run_with_the_gap():
     lines = results_csv(RESULTS).splitlines()
     assert len(lines) == 1 + len(RESULTS)
     assert lines[0].split(",")[:3] == ["variant", "spec", "seed"] and lines[0].endswith(",gap")
+
+
+def test_the_gap_shown_is_the_difference_of_the_losses_shown():
+    # 3.8674 − 0.4126 = 3.4548 would print +3.455 beside 3.867 and 0.413; the table shows +3.454
+    table = results_table(summarize([run("copy", 0, 3.8674, 0.528, tf=0.4126, leaks=True)]))
+    assert "| copy | 3.867 ± – | 0.413 ± – | +3.454 |" in table
+    assert "0.528" not in table  # the trainer's best val loss is not the teacher-forced loss of these windows
+    table = results_table(summarize([run("same", 0, 2.4114, 2.447, tf=2.4106)]))
+    assert "| same | 2.411 ± – | 2.411 ± – | +0.000 |" in table and "-0.000" not in table
+
+
+def test_without_the_baseline_in_the_results_delta_is_a_dash():
+    table = results_table(summarize(RESULTS), baseline_spec="missing")
+    assert "(baseline)" not in table and "| – |" in table

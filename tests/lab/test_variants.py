@@ -46,7 +46,7 @@ def test_leaks_follows_the_mask():
 def test_grids_hold_what_the_issue_lists():
     names = lambda grid: {(v.score, v.mask, v.pos) for v in GRIDS[grid]}  # noqa: E731
     assert {v.score for v in GRIDS["scores"]} == {
-        "scaled_dot", "dot", "squared_dot", "negated_dot", "neg_distance", "cosine", "additive",
+        "scaled_dot", "dot", "squared_dot", "dot_squared", "negated_dot", "neg_distance", "cosine", "additive",
     }  # fmt: skip
     assert {v.mask for v in GRIDS["masks"]} == {"causal", "anticausal", "none", "window:8"}
     assert {v.pos for v in GRIDS["positions"]} == {"sinusoidal", "learned", "rope", "alibi", "none"}

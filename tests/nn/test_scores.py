@@ -32,6 +32,8 @@ def reference(name, score, q, k):
                         s = sum(qi[d] * kj[d] for d in range(HS))
                     elif name == "squared_dot":
                         s = sum(qi[d] ** 2 * kj[d] ** 2 for d in range(HS)) / math.sqrt(HS)
+                    elif name == "dot_squared":
+                        s = sum(qi[d] * kj[d] for d in range(HS)) ** 2 / HS
                     elif name == "cosine":
                         tau = math.exp(min(score.log_temperature[h].item(), math.log(100)))
                         s = tau * float(qi @ kj) / (math.sqrt(float(qi @ qi)) * math.sqrt(float(kj @ kj)))
@@ -92,6 +94,19 @@ def test_squared_dot_scores_are_never_negative():
     assert (make_score("scaled_dot", NH, HS)(q, k) < 0).any()  # while plain dot products are
 
 
+def test_dot_squared_is_the_square_of_the_dot_product_not_of_the_components():
+    q, k = random_qk()
+    qn, kn = q.numpy(), k.numpy()
+    expected = np.einsum("bhqd,bhkd->bhqk", qn, kn) ** 2 / HS  # (q·kᵀ)² / hs, in NumPy
+    got = make_score("dot_squared", NH, HS)(q, k)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+    assert (got >= 0).all()
+    literal = np.einsum("bhqd,bhkd->bhqk", qn**2, kn**2) / math.sqrt(HS)  # squared_dot: (q⊙q)·(k⊙k)ᵀ / √hs
+    np.testing.assert_allclose(make_score("squared_dot", NH, HS)(q, k).numpy(), literal, rtol=1e-12)
+    assert not np.allclose(expected, literal)
+    torch.testing.assert_close(make_score("dot_squared", NH, HS)(-q, k), got)  # the sign of q is lost
+
+
 def test_cosine_temperature_starts_at_10_and_is_capped_at_100():
     score = make_score("cosine", NH, HS)
     torch.testing.assert_close(score.temperature(), torch.full((NH,), 10.0))
@@ -133,7 +148,7 @@ def test_parameter_shapes():
     assert additive.W.shape == additive.U.shape == (NH, HS, HS)
     assert additive.v.shape == (NH, HS)
     assert make_score("cosine", NH, HS).log_temperature.shape == (NH,)
-    for name in ("scaled_dot", "dot", "squared_dot", "negated_dot", "neg_distance"):
+    for name in ("scaled_dot", "dot", "squared_dot", "dot_squared", "negated_dot", "neg_distance"):
         assert not list(make_score(name, NH, HS).parameters())
 
 

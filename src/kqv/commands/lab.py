@@ -26,7 +26,8 @@ def register(groups) -> None:
     which.add_argument("--grid", choices=list(GRID_SPECS), help="a built-in grid (default: seed-questions)")
     which.add_argument(
         "--variants", action="append", metavar="'score=…;mask=…;pos=…'",
-        help="one variant; keys left out keep the baseline (scaled_dot, causal, learned); repeatable",
+        help="one variant; keys left out keep the baseline (scaled_dot, causal, learned), which is always "
+             "run too; repeatable",
     )  # fmt: skip
     add_steps_flag(run, default=300, help="optimiser steps per run (default 300)")
     run.add_argument("--seeds", type=positive_int, default=3, help="runs per variant, seeds 0…n−1 (default 3)")

@@ -121,6 +121,7 @@ _SCORES = {
     "scaled_dot": "q·kᵀ/√hs",
     "dot": "q·kᵀ (unscaled)",
     "squared_dot": "(q⊙q)·(k⊙k)ᵀ/√hs",
+    "dot_squared": "(q·kᵀ/√hs)²",
     "cosine": "τ·cos(q, k)",
     "additive": "vᵀ·tanh(W·q + U·k)",
     "negated_dot": "−q·kᵀ/√hs",

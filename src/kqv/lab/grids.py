@@ -8,7 +8,8 @@ GRID_SPECS: dict[str, tuple[tuple[str, str], ...]] = {
     "scores": (
         ("score=scaled_dot", "baseline: q·kᵀ/√hs"),
         ("score=dot", "no 1/√hs scale"),
-        ("score=squared_dot", "square the numbers first"),
+        ("score=squared_dot", "square the numbers first: (q⊙q)·(k⊙k)ᵀ/√hs"),
+        ("score=dot_squared", "square the dot product instead: (q·kᵀ/√hs)²"),
         ("score=negated_dot", "the literal inverse: −q·kᵀ/√hs"),
         ("score=neg_distance", "a distance, inverted: −‖q−k‖²/√hs"),
         ("score=cosine", "cosine similarity with a learned temperature"),

@@ -3,6 +3,12 @@
 One row per (variant, seed) run; one summary per variant with the mean and the sample standard
 deviation over seeds (n − 1 in the denominator; "–" with one seed). The table is sorted by the
 honest loss (kqv.lab.leakage), never by the teacher-forced one, which a leaking mask makes look good.
+
+One number per quantity: the honest and the teacher-forced loss are measured once per run, on the
+same validation windows with the same (best) weights (kqv.lab.run.evaluate_run_dir), and the line
+printed per run, results.csv and results.md all show those two numbers. The trainer's own validation
+losses (best_val_loss, final_val_loss: other batches, logged during training) are in results.csv only,
+under their own names. "honest − TF" in the table is the difference of the two numbers it shows.
 """
 
 import csv
@@ -28,7 +34,7 @@ class RunResult:
     steps: int
     final_train_loss: float
     final_val_loss: float
-    best_val_loss: float
+    best_val_loss: float  # the trainer's validation batches, lowest over the log: not the lab's windows
     teacher_forced_loss: float  # on the leakage windows, best weights
     honest_loss: float  # same windows, future hidden
     mask_sees_future: bool
@@ -48,9 +54,10 @@ class Summary:
     variant: str
     spec: str
     n_seeds: int
-    best_val: tuple[float, float]
+    best_val: tuple[float, float]  # the trainer's best validation loss (results.csv only)
     honest: tuple[float, float]
-    gap: float  # mean honest − teacher-forced
+    teacher_forced: tuple[float, float]  # the same windows and weights as `honest`
+    gap: float  # mean honest − mean teacher-forced
     mask_sees_future: bool
     tokens_per_second: float
 
@@ -77,6 +84,7 @@ def summarize(results: list[RunResult]) -> list[Summary]:
                 n_seeds=len(rs),
                 best_val=_mean_std([r.best_val_loss for r in rs]),
                 honest=_mean_std([r.honest_loss for r in rs]),
+                teacher_forced=_mean_std([r.teacher_forced_loss for r in rs]),
                 gap=statistics.fmean(r.gap for r in rs),
                 mask_sees_future=rs[0].mask_sees_future,
                 tokens_per_second=statistics.fmean(r.tokens_per_second for r in rs),
@@ -90,22 +98,37 @@ def _pm(mean_std: tuple[float, float]) -> str:
     return f"{mean:.3f} ± {std:.3f}" if math.isfinite(std) else f"{mean:.3f} ± –"
 
 
+def shown_gap(honest: float, teacher_forced: float) -> str:
+    """honest − TF as shown beside the two losses: the difference of the two numbers as printed (3 places)."""
+    return f"{round(honest, 3) - round(teacher_forced, 3) + 0.0:+.3f}"
+
+
 def _versus(s: Summary, base: Summary | None) -> str:
     """Δ honest loss against the baseline; '(beyond noise)' when |Δ| > 2 × the combined std."""
-    if base is None or s is base:
+    if base is None:
         return "–"
-    delta = s.honest[0] - base.honest[0]
+    if s is base:
+        return "(baseline)"
+    delta = round(s.honest[0], 3) - round(base.honest[0], 3)  # the difference of the numbers shown
     noise = math.hypot(s.honest[1], base.honest[1])
     beyond = math.isfinite(noise) and abs(delta) > 2 * noise
     return f"{delta:+.3f}" + (" (beyond noise)" if beyond else "")
 
 
+TABLE_HEADER = (
+    "| variant | honest loss | teacher-forced loss | honest − TF | leaks? | Δ honest vs baseline | tokens/s | seeds |"
+)
+
+
 def results_table(summaries: list[Summary], baseline_spec: str | None = None) -> str:
-    """The markdown table of results.md, sorted as given (summarize sorts by honest loss)."""
+    """The markdown table of results.md, sorted as given (summarize sorts by honest loss).
+
+    Both losses are the lab's own evaluation (the same windows, the best weights); the baseline's row
+    is marked "(baseline)" in the variant and the Δ column.
+    """
     base = next((s for s in summaries if s.spec == baseline_spec), None)
     lines = [
-        "| variant | honest loss | best val loss (teacher-forced) | honest − TF | leaks? | Δ honest vs baseline "
-        "| tokens/s | seeds |",
+        TABLE_HEADER,
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
@@ -115,8 +138,10 @@ def results_table(summaries: list[Summary], baseline_spec: str | None = None) ->
             leak = "**yes** (measured)"
         else:
             leak = "no"
+        name = f"{s.variant} **(baseline)**" if s is base else s.variant
+        gap = shown_gap(s.honest[0], s.teacher_forced[0])
         lines.append(
-            f"| {s.variant} | {_pm(s.honest)} | {_pm(s.best_val)} | {s.gap:+.3f} | {leak} | {_versus(s, base)} "
+            f"| {name} | {_pm(s.honest)} | {_pm(s.teacher_forced)} | {gap} | {leak} | {_versus(s, base)} "
             f"| {s.tokens_per_second:,.0f} | {s.n_seeds} |"
         )
     return "\n".join(lines) + "\n"
@@ -127,7 +152,9 @@ def results_markdown(summaries: list[Summary], meta: dict, baseline_spec: str | 
         f"# Attention lab: {meta.get('title', '')}\n\n"
         f"{meta.get('steps')} steps per run, preset `{meta.get('preset')}`, data `{meta.get('data') or 'embedded'}`, "
         f"mean ± std over seeds. Sorted by honest loss: each position scored with every later token replaced "
-        f"by a filler, so a model cannot copy the answer. The teacher-forced loss is what training sees; a mask "
+        f"by a filler, so a model cannot copy the answer. Both losses are measured on the same validation "
+        f"windows with the best weights; results.csv also has the trainer's own validation losses "
+        f"(best_val_loss, final_val_loss), on other batches. The teacher-forced loss is what training sees; a mask "
         f"that lets a position see its target (none, anticausal) makes it low and meaningless. A difference is "
         f"marked beyond noise when it exceeds twice the combined std of the two variants.\n\n"
         + results_table(summaries, baseline_spec)

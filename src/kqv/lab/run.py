@@ -6,6 +6,9 @@ Layout of OUT (default runs/lab-GRID):
     VARIANT/seed-S/             a `kqv gpt train` run directory, plus lab-eval.json
     results.csv results.md curves.png samples.md
 
+The baseline (kqv.lab.variants.BASELINE) is always run, first unless listed elsewhere, so every table
+has a row to measure "Δ vs baseline" against.
+
 Every run gets the same data, preset, step budget and seeds 0…n−1 (the training seed, so every
 variant starts from the same batches). Rerunning `run_lab` on the same OUT resumes: a run whose
 log reached the last step is skipped (evaluated if its lab-eval.json is missing), a run stopped
@@ -33,6 +36,7 @@ from kqv.lab.results import (
     results_csv,
     results_markdown,
     samples_markdown,
+    shown_gap,
     summarize,
     write_text,
 )
@@ -78,6 +82,7 @@ def run_lab(
         raise UserError("no variants to run; give --grid NAME or --variants 'score=…;mask=…;pos=…'")
     if len({v.spec for v in variants}) != len(variants):
         raise UserError("the same variant is listed twice")
+    variants = with_baseline(variants)
     out = Path(out)
     meta = {
         "kqv_version": __version__,
@@ -113,12 +118,42 @@ def run_lab(
         started = time.perf_counter()
         if not _finished(run_dir):
             _train(variant, seed, run_dir, steps, data, preset, overrides or [], device)
-        evaluation = evaluate_run_dir(run_dir, variant, seed, wall_seconds=time.perf_counter() - started)
-        say(f"{where}: honest loss {evaluation['honest_loss']:.3f}, teacher-forced "
-            f"{evaluation['teacher_forced_loss']:.3f}, {evaluation['wall_seconds']:.0f} s")  # fmt: skip
+        evaluate_run_dir(run_dir, variant, seed, wall_seconds=time.perf_counter() - started)
+        r = run_result(run_dir, variant, seed)  # the record results.csv and results.md are built from
+        say(f"{where}: honest loss {r.honest_loss:.3f}, teacher-forced {r.teacher_forced_loss:.3f}, "
+            f"honest − TF {shown_gap(r.honest_loss, r.teacher_forced_loss)}, {r.wall_seconds:.0f} s")  # fmt: skip
     report = report_lab(out)
     report.skipped = skipped
     return report
+
+
+def with_baseline(variants: list[Variant]) -> list[Variant]:
+    """`variants`, with the baseline put first when it is not among them."""
+    base = Variant(**BASELINE)
+    if any(v.spec == base.spec for v in variants):
+        return list(variants)
+    return [Variant(**BASELINE, question="baseline: what every other row is measured against"), *variants]
+
+
+def run_result(run_dir: Path, variant: Variant, seed: int) -> RunResult:
+    """The one record of a finished, evaluated run: its log.csv and lab-eval.json."""
+    ev = json.loads((run_dir / "lab-eval.json").read_text(encoding="utf-8"))
+    log = read_log(run_dir / "log.csv")
+    return RunResult(
+        variant=variant.label,
+        spec=variant.spec,
+        seed=seed,
+        steps=log[-1]["step"],
+        final_train_loss=log[-1]["train_loss"],
+        final_val_loss=log[-1]["val_loss"],
+        best_val_loss=min(r["val_loss"] for r in log),
+        teacher_forced_loss=ev["teacher_forced_loss"],
+        honest_loss=ev["honest_loss"],
+        mask_sees_future=variant.leaks,
+        tokens_per_second=log[-1]["tokens_per_s"],
+        train_seconds=log[-1]["elapsed_s"],
+        wall_seconds=ev["wall_seconds"],
+    )
 
 
 def _read_meta(out: Path) -> dict:
@@ -195,23 +230,7 @@ def report_lab(out: str | Path) -> LabReport:
                 continue  # not finished yet: left out of the report
             ev = json.loads(eval_path.read_text(encoding="utf-8"))
             log = read_log(run_dir / "log.csv")
-            results.append(
-                RunResult(
-                    variant=variant.label,
-                    spec=variant.spec,
-                    seed=seed,
-                    steps=log[-1]["step"],
-                    final_train_loss=log[-1]["train_loss"],
-                    final_val_loss=log[-1]["val_loss"],
-                    best_val_loss=min(r["val_loss"] for r in log),
-                    teacher_forced_loss=ev["teacher_forced_loss"],
-                    honest_loss=ev["honest_loss"],
-                    mask_sees_future=variant.leaks,
-                    tokens_per_second=log[-1]["tokens_per_s"],
-                    train_seconds=log[-1]["elapsed_s"],
-                    wall_seconds=ev["wall_seconds"],
-                )
-            )
+            results.append(run_result(run_dir, variant, seed))
             curves.setdefault(variant.label, []).append(log)
             if len(curves[variant.label]) == 1:
                 samples.append((variant.label, ev["prompt"], ev["sample"]))

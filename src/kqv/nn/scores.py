@@ -8,7 +8,8 @@ built by `make_score(name, n_head, head_size)` from the registry `SCORES`:
 
     scaled_dot   q·kᵀ / √hs                       Vaswani et al. 2017, eq. 1
     dot          q·kᵀ                             Luong et al. 2015, "dot"
-    squared_dot  (q⊙q)·(k⊙k)ᵀ / √hs               an ablation: every score ≥ 0
+    squared_dot  (q⊙q)·(k⊙k)ᵀ / √hs               an ablation: square each component, then dot
+    dot_squared  (q·kᵀ / √hs)² = (q·kᵀ)² / hs      an ablation: dot, then square the score
     cosine       τ_h · cos(q, k), learned τ_h     Liu et al. 2022 (Swin v2), §3.2
     additive     vₕᵀ tanh(Wₕ q + Uₕ k)             Bahdanau et al. 2015, eq. 6 / App. A.1.2
     negated_dot  −q·kᵀ / √hs                      an ablation: the literal inverse of scaled_dot
@@ -63,7 +64,10 @@ class Dot(Score):
 
 
 class SquaredDot(Score):
-    """(q⊙q)·(k⊙k)ᵀ/√hs: scaled_dot on the squared components.
+    """(q⊙q)·(k⊙k)ᵀ/√hs: scaled_dot on the squared components (square first, then the dot product).
+
+    The literal reading of "square the numbers first"; for the square of the dot product itself,
+    (q·kᵀ)², see DotSquared ("dot_squared").
 
     Every score is ≥ 0 and the sign of each component is lost, so q and −q score every key alike
     and a query cannot score one key below another by disagreeing with it. A deliberate ablation.
@@ -73,6 +77,25 @@ class SquaredDot(Score):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return (q * q) @ (k * k).transpose(-2, -1) / math.sqrt(self.head_size)  # (B, nh, Tq, Tk)
+
+
+class DotSquared(Score):
+    """(q·kᵀ/√hs)² = (q·kᵀ)²/hs: the square of scaled_dot (the dot product first, then square it).
+
+    Not squared_dot, which squares each component before the dot product: here the products qᵢkᵢ are
+    summed with their signs, so q and k must agree or disagree as whole vectors. Every score is ≥ 0
+    and q·k = −c scores like +c, so a key pointing away from the query is attended as much as one
+    pointing towards it.
+
+    Scale: the square of scaled_dot, i.e. divided by hs, not by √hs. With unit-variance components
+    q·k/√hs has mean 0 and variance 1, so its square has mean 1 and variance 2 whatever the head
+    size; (q·k)²/√hs would have mean √hs and grow with the head, saturating the softmax as `dot` does.
+    """
+
+    name = "dot_squared"
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return (q @ k.transpose(-2, -1) / math.sqrt(self.head_size)).square()  # (B, nh, Tq, Tk)
 
 
 class Cosine(Score):
@@ -164,7 +187,7 @@ class NegDistance(Score):
 
 
 SCORES: dict[str, type[Score]] = {
-    cls.name: cls for cls in (ScaledDot, Dot, SquaredDot, Cosine, Additive, NegatedDot, NegDistance)
+    cls.name: cls for cls in (ScaledDot, Dot, SquaredDot, DotSquared, Cosine, Additive, NegatedDot, NegDistance)
 }
 
 
