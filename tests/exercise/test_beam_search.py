@@ -1,5 +1,5 @@
 """The beam-search exercise: its reference passes every check, its skeleton none (each "not implemented"), and each
-known mistake (tests/exercise/mistakes/beam_search/, the reference with one thing broken) fails at the check its
+known mistake (tests/exercise/mistakes.py: the reference with one thing broken) fails at the check its
 `# expect:` line names, with the hint it names."""
 
 from pathlib import Path
@@ -11,8 +11,6 @@ from kqv.exercise.exercises import beam_search as exercise
 from kqv.generate.beam import length_penalty as kqv_length_penalty
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-MISTAKES = sorted((Path(__file__).parent / "mistakes" / "beam_search").glob("*.py"))
 
 
 def learner_from(text: str, tmp_path: Path, name: str = "learner"):

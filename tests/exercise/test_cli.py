@@ -3,14 +3,12 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from kqv.exercise.exercises import backprop, softmax_cross_entropy
 from tests.commands.running import cli, last_json
-
-MISTAKES = Path(__file__).parent / "mistakes"
+from tests.exercise.mistakes import mistake
 
 
 def kqv(*args, cwd=None, env=None):
@@ -47,8 +45,8 @@ def test_the_reference_passes_with_json(tmp_path):
 
 
 def test_a_failing_check_shows_expected_got_and_hint(tmp_path):
-    mistake = MISTAKES / "backprop" / "sign_flipped.py"
-    proc = kqv("exercise", "check", mistake, "--quick")
+    wrong = mistake("backprop", "sign_flipped").write(tmp_path)
+    proc = kqv("exercise", "check", wrong, "--quick")
     assert proc.returncode == 1
     out = proc.stdout
     assert "  ✓ shapes" in out and "  ✗ values" in out and "expected: " in out and "got:      " in out
@@ -100,7 +98,7 @@ def test_start_never_overwrites_without_force(tmp_path, capsys):
 
 def test_list_shows_passes_fails_and_not_started(tmp_path, capsys, monkeypatch):
     (tmp_path / "backprop.py").write_text(backprop.reference(), encoding="utf-8")
-    wrong = (MISTAKES / "softmax_cross_entropy" / "wrong_axis.py").read_text(encoding="utf-8")
+    wrong = mistake("softmax-cross-entropy", "wrong_axis").text()
     (tmp_path / "softmax_cross_entropy.py").write_text(wrong, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     code, out, err = cli(capsys, "exercise", "list", "--json")

@@ -2,28 +2,21 @@
 the untouched skeleton reports every check as not implemented (never a traceback), and each known mistake fails
 at the check it names with the hint it names.
 
-A mistake is a learner's file under mistakes/<exercise>/: the reference with one thing broken, whose header
-`# expect: <check> | <hint substring>` says where it must be caught. The checks before that one must pass, so a
-mistake is caught where a learner would meet it, not by an earlier check that happens to fail too.
+A mistake (tests/exercise/mistakes.py) is the reference with one thing broken, and says at which check it must be
+caught and with which words of the hint. The checks before that one must pass, so a mistake is caught where a
+learner would meet it, not by an earlier check that happens to fail too.
 """
 
-import re
 from pathlib import Path
 
 import pytest
 
 from kqv.exercise import framework, registry
+from tests.exercise.mistakes import MISTAKES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-HERE = Path(__file__).parent
 STEPS = {"1. Digits", "2. Attention", "3. GPT", "4. Translation"}
-EXPECT = re.compile(r"^# expect: (?P<check>[^|]+?) \| (?P<hint>.+)$", re.MULTILINE)
-MISTAKES = [
-    (name, path)
-    for name in registry.ORDER
-    for path in sorted((HERE / "mistakes" / name.replace("-", "_")).glob("*.py"))
-]
 
 
 def learner_from(text: str, folder: Path, filename: str):
@@ -64,22 +57,20 @@ def test_the_untouched_skeleton_is_not_implemented_at_every_check(name, tmp_path
 @pytest.mark.parametrize("name", registry.ORDER)
 def test_at_least_five_mistakes_each_naming_a_real_check(name):
     exercise = registry.exercise(name)
-    paths = [path for n, path in MISTAKES if n == name]
-    assert len(paths) >= 5
+    mistakes = [m for m in MISTAKES if m.exercise == name]
+    assert len(mistakes) >= 5
     checks = {check.name for check in exercise.CHECKS}
-    for path in paths:
-        match = EXPECT.search(path.read_text(encoding="utf-8"))
-        assert match and match["check"] in checks, path.name
-        assert path.read_text(encoding="utf-8") != exercise.reference()
+    for m in mistakes:
+        assert m.check in checks and m.hint, m.name
+        assert m.text() != exercise.reference() and m.text().splitlines()[0] == f"# kqv exercise: {name}"
 
 
-@pytest.mark.parametrize(("name", "path"), MISTAKES, ids=lambda x: x.stem if isinstance(x, Path) else x)
-def test_a_mistake_fails_at_its_check_with_its_hint(name, path):
-    exercise = registry.exercise(name)
-    match = EXPECT.search(path.read_text(encoding="utf-8"))
-    upto = [check.name for check in exercise.CHECKS].index(match["check"])
-    outcomes = framework.run_checks(exercise.CHECKS[: upto + 1], framework.load_learner(path))
+@pytest.mark.parametrize("m", MISTAKES, ids=lambda m: f"{m.exercise}/{m.name}")
+def test_a_mistake_fails_at_its_check_with_its_hint(m, tmp_path):
+    exercise = registry.exercise(m.exercise)
+    upto = [check.name for check in exercise.CHECKS].index(m.check)
+    outcomes = framework.run_checks(exercise.CHECKS[: upto + 1], framework.load_learner(m.write(tmp_path)))
     assert [o.status for o in outcomes[:upto]] == ["pass"] * upto, outcomes
     caught = outcomes[upto]
     assert caught.status == "fail", caught
-    assert match["hint"] in caught.hint, caught
+    assert m.hint in caught.hint, caught

@@ -1,5 +1,5 @@
 """The kv-cache exercise: its reference passes every check, its skeleton none (each "not implemented"), and each
-known mistake (tests/exercise/mistakes/kv_cache/, the reference with one thing broken) fails at the check its
+known mistake (tests/exercise/mistakes.py: the reference with one thing broken) fails at the check its
 `# expect:` line names, with the hint it names."""
 
 from pathlib import Path
