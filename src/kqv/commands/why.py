@@ -136,7 +136,6 @@ def run_why(args) -> None:
 
 
 def _run_gpt_why(args, subject, text: str, methods: list[str], started: float) -> None:
-    import torch
 
     from kqv.inspect.attention import token_label
     from kqv.inspect.why import report_dict
@@ -150,17 +149,12 @@ def _run_gpt_why(args, subject, text: str, methods: list[str], started: float) -
     out_dir = _out_dir(args, subject)
     print(f"model: {subject.name} (gpt)")
     print(f"tokens ({len(q.ids)}): " + " ".join(f"{i}:{label}" for i, label in enumerate(q.labels)))
-    device = next(subject.model.parameters()).device
-    with torch.no_grad():
-        diff = float(q.contrast.of(subject.model(torch.tensor([q.ids], device=device)).logits[0]))
     print(
         f"question: at token {q.position} '{q.labels[q.position]}', '{token_label(q.target_text)}' against "
-        f"'{token_label(q.other_text)}': logit difference {diff:+.2f} ({q.how})"
+        f"'{token_label(q.other_text)}': logit difference {q.value:+.2f} ({q.how})"
     )
     if q.corrupt_text is not None:
-        with torch.no_grad():
-            corrupted = float(q.contrast.of(subject.model(torch.tensor([q.corrupt_ids], device=device)).logits[0]))
-        print(f"corrupted: {q.corrupt_text!r}: logit difference {corrupted:+.2f}")
+        print(f"corrupted: {q.corrupt_text!r}: logit difference {q.corrupted_value:+.2f}")
     print()
     width = max(len(a.method) for a in report.answers)
     print(f"{'method'.ljust(width)}  answer")

@@ -35,7 +35,7 @@ from kqv.inspect.heads import detect_heads
 from kqv.inspect.lens import logit_lens
 from kqv.inspect.patching import ablate_heads, activation_patching
 from kqv.inspect.patterns import encode_text
-from kqv.inspect.rollout import rollout
+from kqv.inspect.rollout import Rollout, attention_rollout
 from kqv.tokenizer import UnknownTokenError
 
 METHODS = ("lens", "dla", "patch", "rollout", "grad", "heads")
@@ -59,8 +59,10 @@ class Question:
     target_text: str
     other_text: str | None
     how: str  # how the target and other were chosen
+    value: float  # the contrast on the text: logit[target] − logit[other] at the query
     corrupt_text: str | None = None
     corrupt_ids: list[int] | None = None
+    corrupted_value: float | None = None  # … and on the corrupted text
 
     @property
     def labels(self) -> list[str]:
@@ -298,13 +300,19 @@ def ask(
     else:
         target_id = int(logits.argmax())
         hows.append("target: the model's top prediction")
-    corrupted = None if corrupt_ids is None else int(_logits_at(model, corrupt_ids, position).argmax())
+    corrupt_logits = None if corrupt_ids is None else _logits_at(model, corrupt_ids, position)  # (V,)
+    corrupted = None if corrupt_logits is None else int(corrupt_logits.argmax())
     other_id, how = other_token(tokenizer, other, target_id, corrupted, logits, "text")
     hows.append(how)
     contrast = Contrast(target_id, other_id, position)
     target_text, other_text = (token_texts(tokenizer, [i])[0] for i in (target_id, other_id))
     how = f"query: {where}; " + "; ".join(hows)
-    return Question(text, ids, tokens, position, contrast, target_text, other_text, how, corrupt_text, corrupt_ids)
+    value = float(logits[target_id] - logits[other_id])
+    corrupted_value = None if corrupt_logits is None else float(corrupt_logits[target_id] - corrupt_logits[other_id])
+    return Question(
+        text, ids, tokens, position, contrast, target_text, other_text, how, value, corrupt_text, corrupt_ids,
+        corrupted_value,
+    )  # fmt: skip
 
 
 # --- the answers
@@ -352,7 +360,8 @@ def answer(
                     )
                 report.answers.append(_patching_answer(q, patching))
         elif method == "rollout":
-            rolled = rollout(model, q.ids)
+            layers = attention_rollout(patterns)  # (L, T, T), from the patterns read above
+            rolled = Rollout(layers, layers[-1])
             report.results["rollout"] = rolled
             report.answers.append(_pointer("rollout", q, rolled.final[q.position], "of the query's stream"))
         elif method == "grad":
