@@ -156,14 +156,7 @@ def _run_gpt_why(args, subject, text: str, methods: list[str], started: float) -
     if q.corrupt_text is not None:
         print(f"corrupted: {q.corrupt_text!r}: logit difference {q.corrupted_value:+.2f}")
     print()
-    width = max(len(a.method) for a in report.answers)
-    print(f"{'method'.ljust(width)}  answer")
-    for a in report.answers:
-        print(
-            f"{a.method.ljust(width)}  {a.summary.split(': ', 1)[-1] if a.summary.startswith(a.method) else a.summary}"
-        )
-    for note in report.notes:
-        print(f"note: {note}")
+    print_answers(report)
     winner, agree, disagree = report.agreement()
     if winner is not None:
         pointing = len(agree) + len(disagree)
@@ -234,6 +227,17 @@ def _draw(report, tokenizer, out_dir: Path, name: str) -> list[Path]:
             plot_head_scores(scores, out_dir / "heads.png", f"head detectors of {name} (repeated random tokens)")
         )
     return files
+
+
+def print_answers(report) -> None:
+    """The side-by-side table: one line per method (its summary without the repeated method name), then notes."""
+    width = max([len("method"), *(len(a.method) for a in report.answers)])
+    print(f"{'method'.ljust(width)}  answer")
+    for a in report.answers:
+        shown = a.summary.split(": ", 1)[-1] if a.summary.startswith(a.method) else a.summary
+        print(f"{a.method.ljust(width)}  {shown}")
+    for note in report.notes:
+        print(f"note: {note}")
 
 
 def _out_dir(args, subject) -> Path:

@@ -9,6 +9,7 @@ from kqv.commands._common import emit_json
 def run_translation_why(args, subject, text: str, methods: list[str], started: float, out_dir: Path) -> None:
     import numpy as np
 
+    from kqv.commands.why import print_answers
     from kqv.inspect.attention import token_label
     from kqv.viz.why import plot_lens, plot_patching, plot_source_matrix
 
@@ -31,13 +32,7 @@ def run_translation_why(args, subject, text: str, methods: list[str], started: f
     if q.corrupt_text is not None:
         print(f"corrupted: {q.corrupt_text!r}")
     print()
-    width = max([len("method"), *(len(a.method) for a in report.answers)])
-    print(f"{'method'.ljust(width)}  answer")
-    for a in report.answers:
-        shown = a.summary.split(": ", 1)[-1] if a.summary.startswith(a.method) else a.summary
-        print(f"{a.method.ljust(width)}  {shown}")
-    for note in report.notes:
-        print(f"note: {note}")
+    print_answers(report)
     winner, agree, disagree = report.agreement()
     if winner is not None:
         print(f"agreement: {len(agree)} of {len(agree) + len(disagree)} name *{q.word(winner)}* ({', '.join(agree)})")
