@@ -105,7 +105,7 @@ def signal_trial(work: pathlib.Path, corpus: pathlib.Path, name: str, delay: flo
         return f"{where}: a traceback: {lines[-1:]}"
     if proc.returncode == 0:
         pass  # finished before the signal arrived
-    elif proc.returncode != code or lines != ([line] if line else []):
+    elif proc.returncode != code or (lines != [] if line is None else len(lines) != 1 or not lines[0].startswith(line)):
         return f"{where}: exit {proc.returncode}, stderr {lines[-2:]}"
     if (run_dir / "trainer.safetensors").is_file() or (run_dir / "config.json").is_file():
         again = kqv("gpt", "train", "--resume", run_dir, cwd=work)  # resumes, or restarts its saved config

@@ -126,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"kqv: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("kqv: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a training adds what it saved and how to continue (kqv.train.loop)
+        print("kqv: interrupted" + (f"; {exc.args[0]}" if exc.args else ""), file=sys.stderr)
         return 130
-    except Terminated:
-        print("kqv: terminated", file=sys.stderr)
+    except Terminated as exc:
+        print("kqv: terminated" + (f"; {exc.args[0]}" if exc.args else ""), file=sys.stderr)
         return 143
     except BrokenPipeError:  # `kqv … | head -1`: the reader has gone; stop quietly, as `cat` would
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit

@@ -168,6 +168,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0: no clipping
     eval_interval: int = 250  # evaluate every this many steps (and at the end)
     eval_iters: int = 20  # batches per evaluation, fixed for the whole run
+    state_every_s: float = 60.0  # also write the trainer state after this many seconds of wall time (0: never)
     seed: int = 1337
     tokenizer: str = "char"  # char | bpe
     bpe_vocab_size: int = 512
@@ -177,7 +178,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_positive(self, "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "state_every_s"):
             if not math.isfinite(float(getattr(self, name))):
                 raise ConfigError(f"{name} must be a finite number, got {_short(getattr(self, name))}")
             if float(getattr(self, name)) < 0:

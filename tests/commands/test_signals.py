@@ -1,7 +1,9 @@
 """Ctrl-C and SIGTERM, at start-up or mid-run: one line (`kqv: interrupted`, exit 130; `kqv: terminated`,
-exit 143), no traceback, and a run directory that `--resume` finishes."""
+exit 143; once training has begun, with the step it saved and the command that continues it), no traceback,
+and a run directory that `--resume` finishes."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,7 +56,17 @@ def test_a_signal_is_one_line_and_the_run_resumes(corpus, tmp_path, name, moment
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert (proc.returncode, err.strip().splitlines()) == (code, [line])
+    lines = err.strip().splitlines()
+    assert proc.returncode == code and len(lines) == 1, err
+    # mid-run (and a start-up signal that lands once training has begun): the step saved, and how to go on
+    saved = re.fullmatch(
+        re.escape(line) + rf"; saved step (\d+) of 300, in {re.escape(str(out))}; "
+        rf"continue with `kqv gpt train --resume {re.escape(str(out))}`",
+        lines[0],
+    )
+    assert lines[0] == line if moment == "start-up" and saved is None else saved, lines[0]
+    if saved:
+        assert read_safetensors(out / "trainer.safetensors")[1]["step"] == int(saved[1])
     assert not (out / ".kqv-lock").exists() and not list(out.rglob(".*.tmp"))
     resumed = subprocess.run(
         [sys.executable, "-m", "kqv", "gpt", "train", "--resume", str(out), "--stop-at", "20"],

@@ -5,6 +5,8 @@ same per-step losses, same final weights and optimiser moments, same log. Dropou
 on, so a resume that forgot the RNG state would show.
 """
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,14 +16,14 @@ import kqv.fileio
 import kqv.runs.weights
 from kqv.config import GPTConfig, TrainConfig
 from kqv.data.text import read_corpus
-from kqv.errors import UserError
+from kqv.errors import Terminated, UserError
 from kqv.models.gpt import GPT
 from kqv.runs.weights import read_safetensors
 from kqv.train.gpt_run import train_gpt
 from kqv.train.loop import Trainer, read_log
 from tests.train.writes import gradients_at_the_step, patch_every_writer
 
-OVERRIDES = ["train.max_iters=30", "train.eval_interval=10", "dropout=0.1"]
+OVERRIDES = ["train.max_iters=30", "train.eval_interval=10", "dropout=0.1", "train.state_every_s=0"]
 
 
 def quiet(_: str) -> None:
@@ -86,7 +88,7 @@ def test_a_resumed_run_repeats_the_uninterrupted_one(corpus, uninterrupted, tmp_
     first = train(corpus, run_dir, stop_at=stop_at)
     assert first.steps == stop_at
     assert first.step_losses == reference.step_losses[:stop_at]
-    saved = stop_at - stop_at % 10  # killed after step 15: the last state on disk is step 10's
+    saved = stop_at  # a run that stops early writes its state where it stopped, between evaluations too
     assert read_safetensors(run_dir / "trainer.safetensors")[1]["step"] == saved
 
     resumed = resume(run_dir)
@@ -121,9 +123,10 @@ def test_resume_refuses_new_settings(uninterrupted):
 def test_a_run_stopped_before_its_first_evaluation_can_resume(corpus, uninterrupted, tmp_path):
     reference, reference_dir = uninterrupted
     run_dir = tmp_path / "run"
-    train(corpus, run_dir, stop_at=5)  # only the step-0 state is on disk
+    train(corpus, run_dir, stop_at=5)
+    assert read_safetensors(run_dir / "trainer.safetensors")[1]["step"] == 5
     resumed = resume(run_dir)
-    assert resumed.step_losses == reference.step_losses
+    assert resumed.step_losses == reference.step_losses[5:]
     assert_same_final_state(reference_dir, run_dir)
 
 
@@ -156,6 +159,85 @@ def test_killed_between_the_state_and_the_log_loses_no_log_row(corpus, uninterru
     resumed = resume(run_dir)
     assert resumed.steps == 30
     assert_same_final_state(reference_dir, run_dir)
+
+
+def signal_during_step(monkeypatch, step: int, *signums: int, then=None) -> None:
+    """Send `signums` to this process while training step `step` draws its batch (mid-step), then call `then()`."""
+    real_fit = Trainer._fit
+
+    def fit(trainer, *args):
+        draw, drawn = trainer.batches.next_batch, 0
+
+        def next_batch():
+            nonlocal drawn
+            drawn += 1
+            if drawn == step:
+                for signum in signums:
+                    os.kill(os.getpid(), signum)
+                if then is not None:
+                    then()
+            return draw()
+
+        trainer.batches.next_batch = next_batch
+        return real_fit(trainer, *args)
+
+    monkeypatch.setattr(Trainer, "_fit", fit)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_mid_step_finishes_the_step_saves_it_and_says_how_to_continue(
+    corpus, uninterrupted, monkeypatch, tmp_path, signum
+):
+    reference, reference_dir = uninterrupted
+    run_dir = tmp_path / "run"
+    signal_during_step(monkeypatch, 17, signum)  # between evaluations (10, 20)
+    with pytest.raises(KeyboardInterrupt if signum == signal.SIGINT else Terminated) as stopped:
+        train(corpus, run_dir)
+    monkeypatch.undo()
+    assert str(stopped.value) == f"saved step 17 of 30, in {run_dir}; continue with `kqv gpt train --resume {run_dir}`"
+    assert read_safetensors(run_dir / "trainer.safetensors")[1]["step"] == 17
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the training's handlers are gone
+    resumed = resume(run_dir)
+    assert resumed.step_losses == reference.step_losses[17:]  # bit for bit: the state was taken between steps
+    assert_same_final_state(reference_dir, run_dir)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_names_the_last_state(corpus, uninterrupted, monkeypatch, tmp_path):
+    reference, reference_dir = uninterrupted
+    run_dir = tmp_path / "run"
+    signal_during_step(monkeypatch, 14, signal.SIGINT, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(corpus, run_dir)
+    monkeypatch.undo()
+    assert str(stopped.value).startswith("the last state written is step 10 of 30, in ")
+    assert read_safetensors(run_dir / "trainer.safetensors")[1]["step"] == 10
+    resume(run_dir)
+    assert_same_final_state(reference_dir, run_dir)
+
+
+def test_the_state_is_also_written_by_wall_time(corpus, uninterrupted, monkeypatch, tmp_path):
+    """state_every_s: a kill (nothing can catch SIGKILL) loses at most that much training."""
+    reference, reference_dir = uninterrupted
+
+    def killed():
+        raise Killed
+
+    run_dir = tmp_path / "run"
+    signal_during_step(monkeypatch, 16, then=killed)  # during step 16: steps 1 … 15 are done
+    with pytest.raises(Killed):
+        train_gpt("tiny", corpus, str(run_dir), overrides=[*OVERRIDES, "train.state_every_s=1e-9"], device="cpu",
+                  say=quiet)  # fmt: skip
+    monkeypatch.undo()
+    assert read_safetensors(run_dir / "trainer.safetensors")[1]["step"] == 15
+    resumed = resume(run_dir)
+    assert resumed.step_losses == reference.step_losses[15:]
+    assert_same_final_state(reference_dir, run_dir)
+
+    never = tmp_path / "never"  # state_every_s=0: only the evaluations write it
+    signal_during_step(monkeypatch, 16, then=killed)
+    with pytest.raises(Killed):
+        train(corpus, never)
+    assert read_safetensors(never / "trainer.safetensors")[1]["step"] == 10
 
 
 def test_resume_removes_temp_files_left_by_a_kill(corpus, tmp_path):

@@ -6,6 +6,7 @@ the model and hands everything to the shared `Trainer`. Loading a finished run b
 kqv.families.gpt (through kqv.runs.load); scoring it, kqv.evaluate.perplexity.
 """
 
+import shlex
 import time
 from pathlib import Path
 
@@ -203,7 +204,20 @@ def _train_gpt(preset, data, out, max_iters, overrides, resume, device, compile_
     configure_device(device)
     # what every checkpoint records and a resume checks (rank 0 writes; under torchrun every rank resumes)
     checks = checkpoint_checks(run_dir, info, record=main or resume is not None)
-    trainer = Trainer(model, train_cfg, sampler, eval_sets, run_dir, device, amp_dtype(device), compiled, say, **checks)
+    again = f"kqv gpt train --resume {shlex.quote(str(run_dir))}"
+    trainer = Trainer(
+        model,
+        train_cfg,
+        sampler,
+        eval_sets,
+        run_dir,
+        device,
+        amp_dtype(device),
+        compiled,
+        say,
+        **checks,
+        resume_command=again,
+    )
     n = distributed.world_size()
     where = f"{n} processes ({device.split(':')[0]})" if n > 1 else device
     if has_state:

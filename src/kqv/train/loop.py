@@ -13,7 +13,14 @@ not the mean of k means, which would count a 4-token micro-batch as much as a 16
 one. Then gradient clipping,
 AdamW, the learning rate of `cfg.schedule` (kqv.train.optim.scheduled_lr). Every `eval_interval` steps and at
 the end: the mean loss on fixed train and validation batches, a CSV row, the
-best-validation weights, and the full trainer state for an exact resume.
+best-validation weights, and the full trainer state for an exact resume. The state is also
+written every `state_every_s` seconds of wall time, and when the run stops early (`stop_at`).
+
+Ctrl-C or SIGTERM during `fit` asks the run to stop: the step under way finishes, its state is
+written, and the exception goes on with a message saying which step was saved and how to continue
+(a second signal stops at once, losing only what came after the last written state). A signal
+landing mid-step would leave the weights, the optimiser and the data position out of step with
+one another; at a step's end they agree, so the resume is exact.
 
 A non-finite loss stops the run before anything is written, so no checkpoint
 ever holds NaNs. The trainer state also keeps the log rows, so a resume never depends on
@@ -31,6 +38,8 @@ copied from pinned host memory without blocking.
 import csv
 import io
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -41,7 +50,7 @@ import torch
 from torch import nn
 
 from kqv.config import TrainConfig
-from kqv.errors import UserError
+from kqv.errors import Terminated, UserError
 from kqv.fileio import atomic_write_bytes
 from kqv.progress import progress_bar
 from kqv.runs.weights import (
@@ -87,10 +96,12 @@ class Trainer:
         stamp: dict | None = None,
         require_checksum: bool = False,
         verify: Callable[[dict], None] | None = None,
+        resume_command: str | None = None,
     ) -> None:
         """`stamp`: metadata written into every checkpoint (e.g. config.json's sha256); `require_checksum`:
         refuse a trainer state without its sha256; `verify(meta)`: a check of a restored state's metadata
-        (e.g. that config.json is the one the stamp recorded), raising a UserError."""
+        (e.g. that config.json is the one the stamp recorded), raising a UserError; `resume_command`:
+        the command that continues this run, for the message after Ctrl-C."""
         distributed.check_launch()
         self.stamp, self.require_checksum, self.verify = dict(stamp or {}), require_checksum, verify
         self.model, self.cfg, self.batches, self.eval_sets = model, cfg, train_batches, eval_sets
@@ -99,6 +110,7 @@ class Trainer:
         self.train_forward = distributed.wrap(self.forward, device)  # DDP around it under torchrun
         self.world, self.main = distributed.world_size(), distributed.is_main()
         self.run_dir, self.device, self.say = Path(run_dir), device, say
+        self.resume_command = resume_command
         self.pin = device.startswith("cuda")  # pinned host memory: the copy to the GPU can overlap compute
         self.autocast = (
             torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype)
@@ -113,6 +125,8 @@ class Trainer:
         self.train_seconds = 0.0
         self.tokens_seen = 0
         self.log: list[dict] = []
+        self.saved_step = -1  # the step of the trainer state last written (-1: none by this process)
+        self.saved_at = time.monotonic()
 
     # -- state --------------------------------------------------------------
     def save_state(self) -> None:
@@ -134,6 +148,7 @@ class Trainer:
             **self.stamp,
         }
         write_safetensors(self.run_dir / "trainer.safetensors", tensors, meta)
+        self.saved_step, self.saved_at = self.step, time.monotonic()
 
     def restore(self) -> None:
         path = self.run_dir / "trainer.safetensors"
@@ -159,7 +174,7 @@ class Trainer:
             raise UserError(
                 f"{path}: damaged: the data position (sampler) is incomplete or malformed ({exc})"
             ) from None
-        self.step = int(meta["step"])
+        self.step = self.saved_step = int(meta["step"])
         self.best_val = meta["best_val"] if meta["best_val"] is not None else math.inf
         self.train_seconds = float(meta["train_seconds"])
         self.tokens_seen = int(meta["tokens_seen"])
@@ -190,6 +205,21 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------
     def fit(self, stop_at: int | None = None) -> TrainResult:
+        """Train to `cfg.max_iters` (or `stop_at`), writing the state as the module docstring says."""
+        # under torchrun the ranks could see a signal at different steps and wait on each other forever
+        with StopRequest(enabled=self.world == 1) as stop:
+            try:
+                return self._fit(stop_at, stop)
+            except (KeyboardInterrupt, Terminated) as exc:
+                if exc.args or self.saved_step < 0 or not self.main:
+                    raise
+                raise type(exc)(self._where_to_continue("the last state written is")) from None
+
+    def _where_to_continue(self, saved: str) -> str:
+        hint = f"; continue with `{self.resume_command}`" if self.resume_command else ""
+        return f"{saved} step {self.saved_step} of {self.cfg.max_iters}, in {self.run_dir}{hint}"
+
+    def _fit(self, stop_at: int | None, stop: "StopRequest") -> TrainResult:
         cfg = self.cfg
         last = min(cfg.max_iters, stop_at) if stop_at is not None else cfg.max_iters
         self.model.train()
@@ -200,6 +230,11 @@ class Trainer:
         if self.step == 0 and not self.log:
             self._evaluate_and_save(lr=scheduled_lr(0, cfg))
         while self.step < last:
+            if stop.requested:  # between steps, where the weights, optimiser and data position agree
+                bar.close()
+                if self.main and self.saved_step != self.step:
+                    self.save_state()
+                raise stop.exception(self._where_to_continue("saved"))
             lr = scheduled_lr(self.step, cfg)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -248,6 +283,10 @@ class Trainer:
                 bar.clear()
                 self._evaluate_and_save(lr)
                 bar.refresh()
+            elif self.main and cfg.state_every_s and time.monotonic() - self.saved_at >= cfg.state_every_s:
+                self.save_state()  # by wall time too: a kill loses at most state_every_s of training
+        if self.main and self.saved_step != self.step:  # stopped early (stop_at): continue from here
+            self.save_state()
         bar.close()
         final = self.log[-1] if self.log else {"train_loss": math.nan, "val_loss": math.nan}
         return TrainResult(
@@ -297,6 +336,49 @@ class Trainer:
             f"step {self.step:>5}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
             f"lr {lr:.2e}  {row['tokens_per_s']:,.0f} tok/s  {row['elapsed_s']:.1f} s" + ("  *best" if improved else "")
         )
+
+
+class StopRequest:
+    """SIGINT and SIGTERM while training: the first is noted (`requested`; the loop stops at the end of
+    the step), a second goes to the handler that was there before, which stops the run at once.
+
+    Signals the process ignores stay ignored; outside the main thread nothing is installed."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signum: int | None = None
+        self.previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def exception(self, message: str) -> BaseException:
+        return KeyboardInterrupt(message) if self.signum == signal.SIGINT else Terminated(message)
+
+    def __enter__(self) -> "StopRequest":
+        if self.enabled:
+            for signum in self.SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self.previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
+
+    def _note(self, signum: int, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+            return
+        previous = self.previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL (or a handler set outside Python): stop now, as the default would
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 
 
 class _NoBar:

@@ -11,6 +11,7 @@ translating with it kqv.generate.translate; scoring it kqv.evaluate.
 
 import dataclasses
 import math
+import shlex
 import time
 from pathlib import Path
 
@@ -167,7 +168,10 @@ def _train_translation(
     torch.manual_seed(train_cfg.seed)
     model = Transformer(model_cfg).to(device)
     checks = checkpoint_checks(run_dir, info)
-    trainer = Trainer(model, train_cfg, batcher, eval_sets, run_dir, device, amp, None, say, **checks)
+    again = f"kqv translate train --resume {shlex.quote(str(run_dir))}"
+    trainer = Trainer(
+        model, train_cfg, batcher, eval_sets, run_dir, device, amp, None, say, **checks, resume_command=again
+    )
     if has_state:
         trainer.restore()
         say(f"resuming {run_dir} at step {trainer.step} of {train_cfg.max_iters}")
