@@ -98,9 +98,9 @@ def test_a_resumed_run_repeats_the_uninterrupted_one(run, corpus, tmp_path, caps
 
 
 def test_multi30k_layout_reads_line_aligned_files(tmp_path, capsys):
-    from tests.conftest import SHARED_DATA, require_dir
+    from tests.conftest import MULTI30K, MULTI30K_WHY, require_dir
 
-    folder = require_dir(SHARED_DATA / "multi30k", "the Multi30k files live in ../shared/data")
+    folder = require_dir(MULTI30K, MULTI30K_WHY)
     from kqv.data.parallel import DataSpec
 
     pairs = DataSpec(src_file=str(folder / "val.de.gz"), tgt_file=str(folder / "val.en.gz")).read()

@@ -6,7 +6,7 @@ import pytest
 from kqv.data.digits import load_idx_dir
 from kqv.data.idx import read_idx
 from kqv.errors import UserError
-from tests.conftest import FASHION_MNIST, SHARED_DATA, require_dir
+from tests.conftest import FASHION_MNIST, FASHION_MNIST_WHY, MNIST, MNIST_WHY, require_dir
 from tests.data.idx_files import idx_bytes, write_idx_set
 
 
@@ -82,7 +82,7 @@ def test_validation_size_must_leave_training_images(tmp_path):
 
 @pytest.mark.parametrize(
     ("folder", "why"),
-    [(SHARED_DATA / "mnist", "MNIST ships in ../shared/data"), (FASHION_MNIST, "apt install dataset-fashion-mnist")],
+    [(MNIST, MNIST_WHY), (FASHION_MNIST, FASHION_MNIST_WHY)],
 )
 def test_real_mnist_format_sets_load(folder, why):
     data = load_idx_dir(require_dir(folder, why))

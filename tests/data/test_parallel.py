@@ -19,7 +19,7 @@ from kqv.data.parallel import (
     words,
 )
 from kqv.errors import UserError
-from tests.conftest import SHARED_DATA, require_dir
+from tests.conftest import MULTI30K, MULTI30K_WHY, require_dir
 from tests.data.hazards import read_each
 
 README = Path(__file__).resolve().parents[2] / "src" / "kqv" / "data" / "corpora" / "README.md"
@@ -216,7 +216,7 @@ def test_empty_aligned_files_are_an_error(tmp_path):
 
 
 def test_multi30k_reads_when_present():
-    folder = require_dir(SHARED_DATA / "multi30k", "the shared Multi30k files")
+    folder = require_dir(MULTI30K, MULTI30K_WHY)
     pairs = read_aligned(folder / "val.en.gz", folder / "val.de.gz")
     assert len(pairs) == 1014 and all(en and de for en, de in pairs)
     assert sum(words(en) for en, _ in pairs) == 12_167

@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from tests.conftest import FASHION_MNIST, SHARED_DATA, require_dir
+from tests.conftest import FASHION_MNIST, FASHION_MNIST_WHY, MNIST, MNIST_WHY, require_dir
 
 
 @pytest.mark.parametrize(
     ("folder", "why", "bar"),
     [
-        (SHARED_DATA / "mnist", "MNIST ships in ../shared/data", 0.98),  # Nielsen's book: 0.9804
-        (FASHION_MNIST, "apt install dataset-fashion-mnist", 0.88),
+        (MNIST, MNIST_WHY, 0.98),  # Nielsen's book: 0.9804
+        (FASHION_MNIST, FASHION_MNIST_WHY, 0.88),
     ],
     ids=["mnist", "fashion-mnist"],
 )
