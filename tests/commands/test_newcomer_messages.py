@@ -140,3 +140,25 @@ def test_sample_prompt_is_short_known_and_cut_at_a_word():
     assert prompt("\n\n  «Bonjour», dit-il à l'ami très loin\n") == "«Bonjour», dit-il à"
     assert prompt("Supercalifragilisticexpialidocious!") == "Supercalifragilistic"
     assert all(len(prompt(t)) <= 20 for t in ("a b c d e f g h i j k l m n o p", "x" * 50))
+
+
+def test_digits_predict_warns_of_a_picture_unlike_the_training_digits(tmp_path, monkeypatch, capsys):
+    from PIL import Image, ImageDraw
+
+    monkeypatch.chdir(tmp_path)
+    assert exit_code([*DIGITS, "--out", "runs/mine/model.safetensors"]) == 0
+    thin = Image.new("L", (400, 400), 255)
+    ImageDraw.Draw(thin).line([(200, 40), (200, 360)], fill=0, width=4)  # a "1" drawn with a fine pen
+    thin.save("thin.png")
+    zero = Image.new("L", (400, 400), 255)
+    ImageDraw.Draw(zero).ellipse([100, 40, 300, 360], outline=0, width=40)
+    zero.save("zero.png")
+    capsys.readouterr()
+    assert exit_code(["digits", "predict", "runs/mine", "thin.png", "zero.png", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        "kqv: warning: thin.png: the ink is 8.0 times as tall as wide, narrower than 99% of the training digits "
+        "(width ÷ height at least 0.25, typically 0.62); the prediction may mean little"
+    ]
+    results = json.loads(out.strip().splitlines()[-1])["results"]
+    assert [len(r["warnings"]) for r in results] == [1, 0]

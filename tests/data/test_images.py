@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from kqv.data.digits import load_embedded
-from kqv.data.images import load_digit_image, normalise_digit
+from kqv.data.images import load_digit_image, normalise_digit, shape_measures, shape_warnings, typical_shapes
 from kqv.errors import UserError
 from kqv.scratch import Network
 from kqv.scratch.train import sgd
@@ -76,3 +76,69 @@ def test_blank_and_non_images_are_clear_errors(tmp_path):
         load_digit_image(tmp_path / "notes.txt", (8, 8), 8, "box")
     with pytest.raises(UserError, match="no such image file"):
         load_digit_image(tmp_path / "absent.png", (8, 8), 8, "box")
+
+
+# --- pictures unlike the training digits
+
+
+def rectangle(rows: int, cols: int, top: int, left: int, height: int, width: int) -> np.ndarray:
+    image = np.zeros((rows, cols))
+    image[top : top + height, left : left + width] = 1.0
+    return image
+
+
+@pytest.mark.parametrize(("height", "width"), [(20, 1), (1, 20), (20, 3), (6, 6), (12, 4)])
+def test_shape_measures_of_a_rectangle_are_its_formulas(height, width):
+    image = rectangle(28, 28, 3, 2, height, width)
+    (aspect,), (stroke,) = shape_measures(image[None])
+    assert aspect == pytest.approx(width / height)
+    # area h·w, perimeter 2(h + w): a stroke's width is 2·area ÷ perimeter
+    assert stroke == pytest.approx(2 * height * width / (2 * (height + width)))
+
+
+def test_shape_measures_of_a_ring_and_an_empty_image():
+    ring = rectangle(28, 28, 4, 4, 20, 12) - rectangle(28, 28, 6, 6, 16, 8)  # strokes 2 px wide
+    (aspect, empty_aspect), (stroke, empty_stroke) = shape_measures(np.stack([ring, np.zeros((28, 28))]))
+    assert aspect == pytest.approx(12 / 20)
+    area, perimeter = 20 * 12 - 16 * 8, 2 * (20 + 12) + 2 * (16 + 8)  # outer and inner edges
+    assert stroke == pytest.approx(2 * area / perimeter)
+    assert np.isnan(empty_aspect) and np.isnan(empty_stroke)
+
+
+def test_typical_shapes_are_the_percentiles_of_a_per_image_loop():
+    images = load_embedded().train.x.reshape(-1, 8, 8)
+    aspects, strokes = [], []
+    for image in images:  # the same measures, one image at a time, by counting pixels and edges
+        ink = image > 0.5
+        ys, xs = np.nonzero(ink)
+        aspects.append((xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1))
+        edges = sum(
+            ink[y, x] != (ink[y + dy, x + dx] if 0 <= y + dy < 8 and 0 <= x + dx < 8 else False)
+            for y in range(8)
+            for x in range(8)
+            for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0))
+            if ink[y, x]
+        )
+        strokes.append(2 * ink.sum() / edges)
+    typical = typical_shapes(images)
+    assert typical["aspect"] == pytest.approx(np.percentile(aspects, [1, 50, 99]), abs=1e-3)
+    assert typical["stroke"] == pytest.approx(np.percentile(strokes, [1, 50, 99]), abs=1e-3)
+
+
+def test_shape_warnings_name_what_is_unlike_the_training_digits():
+    typical = {"aspect": [0.2, 0.75, 1.43], "stroke": [1.06, 1.97, 3.63]}  # MNIST's training digits
+    assert shape_warnings(rectangle(28, 28, 4, 10, 20, 12) - rectangle(28, 28, 6, 12, 16, 8), typical) == []
+    thin_one = shape_warnings(rectangle(28, 28, 4, 14, 20, 1), typical)
+    assert [w.split(",")[0] for w in thin_one] == [
+        "the ink is 20.0 times as tall as wide",
+        "its strokes are 0.95 px wide as the network sees them",
+    ]
+    assert "draw with a thicker pen" in thin_one[1]
+    edge = {"aspect": [0.2, 0.75, 1.43], "stroke": [0.97, 1.97, 3.63]}  # 0.95 px: within 5% of the range
+    assert [w.split(",")[0] for w in shape_warnings(rectangle(28, 28, 4, 14, 20, 1), edge)] == [
+        "the ink is 20.0 times as tall as wide"
+    ]
+    strip = shape_warnings(rectangle(28, 28, 13, 4, 2, 20), typical)
+    assert strip[0].startswith("the ink is 10.00 times as wide as tall, wider than 99% of the training digits")
+    blob = shape_warnings(rectangle(28, 28, 4, 4, 20, 18), typical)
+    assert blob[0].startswith("its strokes are 9.47 px wide") and "thinner pen" in blob[0]

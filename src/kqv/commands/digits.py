@@ -1,5 +1,6 @@
 """`kqv digits …`: train, use and plot the NumPy digits network (step 1 of the path)."""
 
+import sys
 import time
 from pathlib import Path
 
@@ -143,6 +144,7 @@ def format_confusion(counts: np.ndarray) -> str:
 
 
 def run_train(args) -> None:
+    from kqv.data.images import typical_shapes
     from kqv.progress import progress_bar, progress_enabled
     from kqv.scratch import Network
     from kqv.scratch.checkpoint import save_network
@@ -214,7 +216,7 @@ def run_train(args) -> None:
     extra = {
         "data": {"source": data.source, "validation_size": args.validation_size},
         "image_shape": list(data.image_shape),
-        "preprocess": data.preprocess,
+        "preprocess": {**data.preprocess, "typical": typical_shapes(data.train.x.reshape(-1, *data.image_shape))},
         "hyperparameters": hyper,
         "history": [r.to_dict() for r in history],
     }
@@ -250,7 +252,7 @@ def run_train(args) -> None:
 
 
 def run_predict(args) -> None:
-    from kqv.data.images import load_digit_image
+    from kqv.data.images import load_digit_image, shape_warnings
     from kqv.scratch.checkpoint import load_network
 
     net, config = load_network(model_file(args.model))
@@ -264,12 +266,15 @@ def run_predict(args) -> None:
     for path, x, p in zip(args.images, inputs, probs, strict=True):
         label = int(p.argmax())
         print(f"{path}: {label}  (p = {p[label]:.3f})")
+        unlike = shape_warnings(x.reshape(shape), prep["typical"]) if "typical" in prep else []
+        if unlike:  # (models trained before the measures were recorded have none)
+            print(f"kqv: warning: {path}: {'; '.join(unlike)}; the prediction may mean little", file=sys.stderr)
         for cls, pk in enumerate(p):
             print(f"  {cls}  {pk:6.3f}  {'█' * round(pk * 40)}")
         if args.save_normalised:
             out = _save_normalised(x.reshape(shape), path, args.save_normalised)
             print(f"  as the network sees it: {out}")
-        results.append({"image": path, "prediction": label, "probabilities": p})
+        results.append({"image": path, "prediction": label, "probabilities": p, "warnings": unlike})
     if args.json:
         emit_json({"command": "digits predict", "model": args.model, "results": results})
 
