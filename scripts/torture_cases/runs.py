@@ -102,7 +102,7 @@ def signal_trial(work: pathlib.Path, corpus: pathlib.Path, name: str, delay: flo
     lines = err.strip().splitlines()
     where = f"{name} at {delay:.2f} s"
     if "Traceback" in err:
-        return f"{where}: a traceback: {lines[-1:]}"
+        return f"{where}: a traceback: {lines[-8:]}"
     if proc.returncode == 0:
         pass  # finished before the signal arrived
     elif proc.returncode != code or (lines != [] if line is None else len(lines) != 1 or not lines[0].startswith(line)):
