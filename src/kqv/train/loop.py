@@ -232,8 +232,7 @@ class Trainer:
         while self.step < last:
             if stop.requested:  # between steps, where the weights, optimiser and data position agree
                 bar.close()
-                if self.main and self.saved_step != self.step:
-                    self.save_state()
+                self._save_unless_saved()
                 raise stop.exception(self._where_to_continue("saved"))
             lr = scheduled_lr(self.step, cfg)
             for group in self.optimizer.param_groups:
@@ -285,8 +284,7 @@ class Trainer:
                 bar.refresh()
             elif self.main and cfg.state_every_s and time.monotonic() - self.saved_at >= cfg.state_every_s:
                 self.save_state()  # by wall time too: a kill loses at most state_every_s of training
-        if self.main and self.saved_step != self.step:  # stopped early (stop_at): continue from here
-            self.save_state()
+        self._save_unless_saved()  # stopped early (stop_at): continue from here
         bar.close()
         final = self.log[-1] if self.log else {"train_loss": math.nan, "val_loss": math.nan}
         return TrainResult(
@@ -300,6 +298,11 @@ class Trainer:
             step_losses=step_losses,
             step_grad_norms=grad_norms,
         )
+
+    def _save_unless_saved(self) -> None:
+        """Write the trainer state of this step unless it is on disk already (rank 0 writes)."""
+        if self.main and self.saved_step != self.step:
+            self.save_state()
 
     def _to_device(self, batch) -> tuple[torch.Tensor, ...]:
         tensors = (t for t in batch if isinstance(t, torch.Tensor))
